@@ -1,0 +1,32 @@
+# `make demo`: set up .venv and run a short ST-MEM pretraining + linear probe on built-in data.
+# `make test`: set up .venv and run the test suite (CPU, 8 virtual devices).
+PYTHON ?= python3
+VENV ?= .venv
+BIN := $(VENV)/bin
+DEMO_DIR ?= runs/demo
+PYTEST_ARGS ?=
+
+.PHONY: setup demo test bench clean
+
+setup: $(VENV)/.installed
+
+$(VENV)/.installed: pyproject.toml constraints.txt
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install -q --upgrade pip
+	$(BIN)/python -m pip install -q -c constraints.txt -e ".[test]"
+	touch $@
+
+demo: setup
+	rm -rf $(DEMO_DIR)
+	$(BIN)/python pretrain/main.py --config configs/stmem.py:variant=mu,runlocal --workdir $(DEMO_DIR)
+	$(BIN)/python finetune/probe.py --export $(DEMO_DIR)/export --probe logreg \
+	  --train "synthetic:800?seed=7&folds=1-8" --test "synthetic:800?seed=7&folds=9-10"
+
+test: setup
+	$(BIN)/python -m pytest -q $(PYTEST_ARGS)
+
+bench: setup
+	$(BIN)/python bench/pretrain_step.py --model st_mem --variant B/75 --batch 8 --steps 5
+
+clean:
+	rm -rf $(VENV) runs .pytest_cache

@@ -1,0 +1,94 @@
+"""Times the real jitted pretraining step (compile excluded) and prints a table + one JSON line.
+
+  python bench/pretrain_step.py --model st_mem --variant B/75 --batch 8 --steps 5
+  python bench/pretrain_step.py --model st_mem --variant B/75 --batch 32 --dtype bfloat16
+
+The batch is random data of the training shape, so the number is the step alone (the
+input pipeline has its own benchmark). The JSON line is last, for scripts.
+"""
+
+import json
+import os
+import resource
+import statistics
+import sys
+import time
+
+from absl import app, flags
+
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+_MODEL = flags.DEFINE_enum("model", "st_mem", ["st_mem"], "model family")
+_VARIANT = flags.DEFINE_string("variant", "B/75", "size variant")
+_BATCH = flags.DEFINE_integer("batch", 8, "global batch size")
+_STEPS = flags.DEFINE_integer("steps", 5, "timed steps after the compiling one")
+_DTYPE = flags.DEFINE_enum("dtype", "float32", ["float32", "bfloat16"], "compute dtype")
+_SHARDING = flags.DEFINE_enum("param_sharding", "replicated", ["replicated", "fsdp"],
+                              "parameter sharding over the devices")
+
+_CONFIGS = {"st_mem": "stmem"}
+
+
+def main(argv):
+  del argv
+  import importlib
+
+  import jax
+  import numpy as np
+
+  from ecgjax import objectives
+  from ecgjax.train import mesh as mesh_lib, optim, step as step_lib
+
+  config = importlib.import_module(f"configs.{_CONFIGS[_MODEL.value]}").get_config(
+      f"variant={_VARIANT.value}")
+  config.batch_size = _BATCH.value
+  config.dtype = _DTYPE.value
+  config.param_sharding = _SHARDING.value
+  mesh = mesh_lib.make_mesh()
+  objective = objectives.build(config)
+  rng = np.random.default_rng(0)
+  shape = (config.batch_size, len(config.input.leads), config.input.samples)
+  host_batch = {"signal": rng.standard_normal(shape).astype(np.float32),
+                "lead_mask": np.ones(shape[:2], np.float32)}
+  abstract = jax.eval_shape(lambda: objective.init(jax.random.PRNGKey(0), host_batch)[0])
+  tx, _ = optim.make_optimizer(config, abstract, objective.frozen_patterns)
+  n_params, _ = optim.count_params(abstract, objective.frozen_patterns)
+  init_fn = lambda: step_lib.init_state(objective, tx, host_batch, config.seed)
+  shardings = mesh_lib.state_shardings(jax.eval_shape(init_fn), mesh, config.param_sharding)
+  state = jax.jit(init_fn, out_shardings=shardings)()
+  train_step = jax.jit(step_lib.make_train_step(objective, tx, mesh), donate_argnums=(0,),
+                       in_shardings=(shardings, mesh_lib.batch_sharding(mesh)),
+                       out_shardings=(shardings, mesh_lib.replicated(mesh)))
+  batch = mesh_lib.to_global(host_batch, mesh)
+
+  t0 = time.perf_counter()
+  state, metrics = train_step(state, batch)
+  jax.block_until_ready(metrics)
+  compile_s = time.perf_counter() - t0
+  times = []
+  for _ in range(_STEPS.value):
+    t0 = time.perf_counter()
+    state, metrics = train_step(state, batch)
+    jax.block_until_ready(metrics)
+    times.append(time.perf_counter() - t0)
+  med = statistics.median(times)
+  result = {
+      "model": _MODEL.value, "variant": _VARIANT.value, "batch": config.batch_size,
+      "dtype": config.dtype, "param_sharding": config.param_sharding,
+      "samples_per_s": round(config.batch_size / med, 3),
+      "median_step_s": round(med, 4), "min_step_s": round(min(times), 4),
+      "compile_s": round(compile_s, 2),
+      "peak_rss_mib": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1),
+      "params": n_params, "devices": jax.device_count(), "backend": jax.default_backend(),
+      "device_kind": jax.devices()[0].device_kind, "loss": float(metrics["loss"]),
+  }
+  width = max(len(k) for k in result)
+  print("-" * (width + 24))
+  for k, v in result.items():
+    print(f"{k:<{width}}  {v}")
+  print("-" * (width + 24))
+  print(json.dumps(result))
+
+
+if __name__ == "__main__":
+  app.run(main)

@@ -1,0 +1,71 @@
+"""ST-MEM masked-autoencoder pretraining (SPEC.md section 1).
+
+  python pretrain/main.py --config configs/stmem.py:variant=B/75 --workdir runs/stmem_b
+  python pretrain/main.py --config configs/stmem.py:variant=mu,runlocal --workdir /tmp/stmem
+
+Arguments after ':' (comma separated): variant=mu|S/75|B/75|L/75, runlocal (a laptop-size
+run of a few minutes on the built-in synthetic data).
+"""
+
+import ml_collections
+
+from ecgjax.configs import parse_arg
+
+LEADS_12 = "I,II,III,aVR,aVL,aVF,V1,V2,V3,V4,V5,V6"
+
+
+def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
+  """The ST-MEM pretraining config; every key is declared here."""
+  arg = parse_arg(arg, variant="B/75", runlocal=False)
+  c = ml_collections.ConfigDict()
+  c.seed = 0                      # params, masking noise and data order all derive from it
+  c.objective = "mae"             # ecgjax.objectives registry name
+  c.model = "st_mem"              # ecgjax.models registry name (the full MAE)
+  c.variant = arg.variant         # mu | S/75 | B/75 | L/75
+  c.dtype = "float32"             # compute dtype: float32 or bfloat16 (params stay float32)
+  c.mask_ratio = 0.75             # per lead: 23 of 30 patches masked, 7 seen
+
+  # Data: any data spec (FORMAT:PATH?k=v&...); the default is the built-in generator.
+  c.data = "synthetic:20000?seed=0&fs=250&seconds=10"
+  c.data_workers = 0              # grain worker processes (0 = in the main process)
+  c.input = ml_collections.ConfigDict()  # the input contract, recorded in the export
+  c.input.fs = 250.0              # Hz, after FFT resampling
+  c.input.samples = 2250          # 9 s random crop = 30 patches of 75
+  c.input.leads = tuple(LEADS_12.split(","))
+  c.input.bandpass = (0.67, 40.0)  # Butterworth high-pass then low-pass, zero-phase
+  c.input.filter_order = 5
+  c.input.standardize = "global"  # one mean/std over the whole (12, T) crop
+  c.input.resample_method = "fft"
+
+  # Optimisation: AdamW(0.9, 0.95), lr = base_lr * batch_size / 256, warmup then cosine.
+  c.batch_size = 256              # global, over all devices and hosts
+  c.total_steps = 100_000
+  c.warmup_steps = 5_000
+  c.optimizer = "adamw"
+  c.base_lr = 1.5e-4
+  c.min_lr_ratio = 0.0            # cosine floor as a fraction of the peak
+  c.b1 = 0.9
+  c.b2 = 0.95
+  c.adam_eps = 1e-8
+  c.weight_decay = 0.01           # on matrices and tables, not on biases/norms/vectors
+  c.grad_clip_norm = 0.0          # 0 = no clipping
+  c.grad_accum_steps = 1          # micro-batches per update (batch_size stays global)
+  c.param_sharding = "replicated"  # or "fsdp": each array split over the devices
+
+  # Bookkeeping.
+  c.log_every_steps = 50
+  c.checkpoint_every_steps = 1000
+  c.keep_checkpoints = 3
+  c.vis_every_steps = 5000        # MAE reconstruction picture in WORKDIR/plots (0 = off)
+  c.export_at_end = True          # WORKDIR/export for finetune/ scripts
+
+  if arg.runlocal:
+    c.data = "synthetic:512?seed=0&fs=250&seconds=10"
+    c.batch_size = 16
+    c.total_steps = 60
+    c.warmup_steps = 10
+    c.base_lr = 1.5e-3 * 16       # tiny runs learn faster with a larger rate
+    c.log_every_steps = 10
+    c.checkpoint_every_steps = 30
+    c.vis_every_steps = 60
+  return c

@@ -1,0 +1,36 @@
+"""Shared helpers for `configs/*.py`: parse `:variant=B/75,runlocal` style arguments."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import ml_collections
+
+
+def parse_arg(arg: str | None, **defaults: Any) -> ml_collections.ConfigDict:
+  """Parse `k=v,flag` config arguments; every key must be declared in `defaults`.
+
+  Values are coerced to the type of their default (a bare `flag` means True), so
+  `configs/stmem.py:variant=S/75,runlocal` gives variant="S/75", runlocal=True.
+  """
+  out = dict(defaults)
+  for item in filter(None, (arg or "").split(",")):
+    key, _, value = item.partition("=")
+    key = key.strip()
+    if key not in defaults:
+      raise ValueError(
+          f"unknown config argument {key!r} in {arg!r}; known: {sorted(defaults)}")
+    default = defaults[key]
+    if not _:  # bare flag
+      if not isinstance(default, bool):
+        raise ValueError(f"config argument {key!r} needs a value ({key}=...)")
+      out[key] = True
+    elif isinstance(default, bool):
+      if value.lower() not in ("1", "0", "true", "false", "yes", "no"):
+        raise ValueError(f"config argument {key!r} expects a boolean, got {value!r}")
+      out[key] = value.lower() in ("1", "true", "yes")
+    elif default is None:
+      out[key] = value
+    else:
+      out[key] = type(default)(value)
+  return ml_collections.ConfigDict(out)

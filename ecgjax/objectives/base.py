@@ -1,0 +1,56 @@
+"""The contract between objectives (what is learned) and the engine (how it is trained).
+
+An objective owns its model(s), its loss, its metrics and the way its encoder is
+exported. The engine only ever calls the methods below, so a new objective (MAE,
+contrastive, wav2vec 2.0, hybrid, supervised multi-task) never touches the engine.
+"""
+
+from __future__ import annotations
+
+import abc
+from typing import Any, Callable, NamedTuple
+
+import jax
+import numpy as np
+
+PyTree = Any
+Batch = dict[str, jax.Array]
+
+
+class LossAux(NamedTuple):
+  """Everything an objective reports besides the scalar loss (a pytree)."""
+  terms: dict[str, jax.Array]        # per-term losses, logged under their names
+  metrics: dict[str, jax.Array]      # other scalar metrics (accuracy, perplexity, ...)
+  collections: PyTree                # updated mutable collections (e.g. batch_stats)
+  tasks: dict[str, jax.Array] | None = None  # per-task losses whose sum is the loss;
+                                             # required only by gradient combiners
+
+
+# Sees per-task gradients stacked on a leading task axis, returns one gradient.
+GradCombiner = Callable[[PyTree, jax.Array], PyTree]
+
+
+class Objective(abc.ABC):
+  """A trainable objective: init, loss, export."""
+
+  # Regexes over '/'-joined parameter paths whose updates are zeroed (frozen tables).
+  frozen_patterns: tuple[str, ...] = ()
+
+  @abc.abstractmethod
+  def init(self, rng: jax.Array, batch: Batch) -> tuple[PyTree, PyTree]:
+    """Returns (params, collections) for a batch of the training shape."""
+
+  @abc.abstractmethod
+  def loss(self, params: PyTree, collections: PyTree, batch: Batch,
+           rng: jax.Array, step: jax.Array) -> tuple[jax.Array, LossAux]:
+    """Scalar loss and its `LossAux`; pure and jittable."""
+
+  @abc.abstractmethod
+  def export_encoder(self, params: PyTree, collections: PyTree) -> tuple[PyTree, dict]:
+    """(encoder variables, JSON-able encoder description) for `ecgjax.train.export`."""
+
+  def visualize(self, params: PyTree, collections: PyTree, batch: dict[str, np.ndarray],
+                rng: jax.Array, path: str) -> str | None:
+    """Optionally writes a picture of what the model does on `batch`; returns its path."""
+    del params, collections, batch, rng, path
+    return None

@@ -1,0 +1,115 @@
+"""The ST-MEM masked-autoencoder objective ("mae"): per-lead random masking + norm-pix loss."""
+
+from __future__ import annotations
+
+import os
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import ml_collections
+import numpy as np
+
+from ecgjax import models
+from ecgjax.data import leads as leads_lib
+from ecgjax.models import st_mem
+from ecgjax.objectives import base, mae, register
+
+DTYPES = {"float32": jnp.float32, "bfloat16": jnp.bfloat16}
+
+
+def compute_dtype(name: str) -> Any:
+  """`config.dtype` string -> jnp dtype, with an error naming the key."""
+  if name not in DTYPES:
+    raise ValueError(f"config.dtype must be one of {sorted(DTYPES)}, got {name!r}")
+  return DTYPES[name]
+
+
+class MaskedAutoencoder(base.Objective):
+  """ST-MEM pretraining: encoder sees 1 - mask_ratio of each lead's patches."""
+
+  frozen_patterns = st_mem.FROZEN_IN_PRETRAINING
+
+  def __init__(self, variant: str, *, leads: tuple[str, ...], samples: int,
+               mask_ratio: float = 0.75, dtype: str = "float32"):
+    self.variant = variant
+    self.leads = tuple(leads)
+    # Each present lead keeps its own embedding row (I=0 ... V6=11).
+    self.lead_idx = np.asarray(leads_lib.lead_indices(self.leads), np.int32)
+    self.overrides = {"seq_len": int(samples)}
+    self.model = models.build_model("st_mem", variant, mask_ratio=mask_ratio,
+                                    dtype=compute_dtype(dtype), **self.overrides)
+
+  def _noise_shape(self, x: jax.Array) -> tuple[int, ...]:
+    return x.shape[:2] + (self.model.num_patches,)
+
+  def init(self, rng, batch):
+    """Params from a batch of the training shape; no mutable collections."""
+    x = jnp.asarray(batch["signal"])
+    variables = self.model.init(rng, x, jnp.zeros(self._noise_shape(x)), lead_idx=self.lead_idx)
+    return variables["params"], {}
+
+  def loss(self, params, collections, batch, rng, step):
+    """Normalised-pixel MSE over masked patches of the present leads."""
+    del step
+    x = batch["signal"]
+    noise = jax.random.uniform(rng, self._noise_shape(x))
+    pred, aux = self.model.apply({"params": params}, x, noise, lead_idx=self.lead_idx)
+    mask = aux["mask"]
+    if "lead_mask" in batch:  # leads a record lacks are zeros: nothing to reconstruct there
+      mask = mask * batch["lead_mask"][:, :, None]
+    loss = mae.norm_pix_loss(x, pred, mask, self.model.patch_size)
+    return loss, base.LossAux(terms={"mae": loss},
+                              metrics={"masked_fraction": mask.mean()},
+                              collections=collections)
+
+  def export_encoder(self, params, collections):
+    """The encoder's params (positional table then trains like any other) and description."""
+    del collections
+    return params["encoder"], {
+        "model": "st_mem",
+        "variant": self.variant,
+        "module": "st_mem_encoder",
+        "overrides": {**self.overrides},
+        "embedding": {"dim": int(self.model.width),
+                      "pooling": "mean of non-SEP tokens, then the final LayerNorm"},
+        "leads": list(self.leads),
+    }
+
+  def reconstruct(self, params, x: np.ndarray, rng: jax.Array) -> dict[str, np.ndarray]:
+    """Masked reconstruction of `x` in signal units (predictions de-normalised per patch)."""
+    x = jnp.asarray(x, jnp.float32)
+    noise = jax.random.uniform(rng, self._noise_shape(x))
+
+    @jax.jit
+    def run(params, x, noise):
+      pred, aux = self.model.apply({"params": params}, x, noise, lead_idx=self.lead_idx)
+      patches = st_mem.patchify(x, self.model.patch_size)
+      mean = patches.mean(-1, keepdims=True)
+      std = jnp.sqrt(patches.var(-1, keepdims=True, ddof=1) + 1e-6)
+      return (pred.astype(jnp.float32) * std + mean).reshape(x.shape), aux["mask"]
+
+    recon, mask = run(params, x, noise)
+    return {"signal": np.asarray(x), "reconstruction": np.asarray(recon),
+            "mask": np.asarray(mask)}
+
+  def visualize(self, params, collections, batch, rng, path):
+    """PNG of input, masked patches and reconstruction for a few leads of a few records."""
+    del collections
+    out = self.reconstruct(params, batch["signal"], rng)
+    if jax.process_index() != 0:
+      return None
+    from ecgjax import plotting  # matplotlib only when a picture is asked for
+    os.makedirs(os.path.dirname(path), exist_ok=True)
+    plotting.plot_reconstruction(out["signal"], out["reconstruction"], out["mask"],
+                                 self.leads, self.model.patch_size, path)
+    return path
+
+
+@register("mae")
+def _build(config: ml_collections.ConfigDict) -> MaskedAutoencoder:
+  if config.model != "st_mem":
+    raise ValueError(f"objective 'mae' trains model 'st_mem', got config.model={config.model!r}")
+  return MaskedAutoencoder(config.variant, leads=tuple(config.input.leads),
+                           samples=config.input.samples, mask_ratio=config.mask_ratio,
+                           dtype=config.dtype)

@@ -1,0 +1,186 @@
+"""The training loop shared by every objective: data -> jitted step -> log/checkpoint/export."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import time
+from typing import Any
+
+import jax
+import ml_collections
+import numpy as np
+from absl import logging
+
+from ecgjax import data as data_lib
+from ecgjax import objectives as objectives_lib
+from ecgjax.train import checkpoint as ckpt_lib
+from ecgjax.train import export as export_lib
+from ecgjax.train import mesh as mesh_lib
+from ecgjax.train import metrics as metrics_lib
+from ecgjax.train import optim
+from ecgjax.train import step as step_lib
+
+
+class NonFiniteLossError(RuntimeError):
+  """Training produced a NaN/inf loss or gradient; the last good checkpoint is kept."""
+
+
+class _SigtermFlag:
+  """Turns SIGTERM into a flag the loop checks once per step (save, then stop)."""
+
+  def __init__(self):
+    self.raised = False
+    try:
+      self._old = signal.signal(signal.SIGTERM, self._handle)
+    except ValueError:  # not the main thread (e.g. inside some test runners)
+      self._old = None
+
+  def _handle(self, signum, frame):
+    del signum, frame
+    self.raised = True
+
+  def restore(self) -> None:
+    if self._old is not None:
+      signal.signal(signal.SIGTERM, self._old)
+
+
+def preprocessing_from_config(config: ml_collections.ConfigDict) -> data_lib.Preprocessing:
+  """The input contract declared in `config.input`."""
+  return data_lib.Preprocessing.from_dict(config.input.to_dict())
+
+
+def _example_batch(source, preprocessing, n: int) -> dict[str, np.ndarray]:
+  x = preprocessing(source[0])
+  return {"signal": np.zeros((n,) + x.shape, np.float32),
+          "lead_mask": np.ones((n, x.shape[0]), np.float32),
+          "labels": np.zeros((n, len(source.label_names)), np.float32),
+          "index": np.zeros((n,), np.int32)}
+
+
+def _check_finite(state: dict[str, Any], where: str) -> None:
+  bad = int(jax.device_get(state["first_bad_step"]))
+  if bad >= 0:
+    raise NonFiniteLossError(
+        f"non-finite loss or gradient at step {bad} ({where}); its update was dropped and "
+        "nothing after it was saved, so the newest checkpoint is the last good state. "
+        "Lower config.base_lr, set config.grad_clip_norm, or check the data.")
+
+
+def train(config: ml_collections.ConfigDict, workdir: str, *,
+          devices: list[jax.Device] | None = None,
+          stop_after: int | None = None) -> dict[str, Any]:
+  """Trains (or resumes) `config` in `workdir`; returns the last logged metrics.
+
+  `stop_after` ends the loop after that many steps of this call without the final
+  save/export, as a kill would (tests use it to check resumption).
+  """
+  os.makedirs(workdir, exist_ok=True)
+  mesh = mesh_lib.make_mesh(devices)
+  n_proc, proc = jax.process_count(), jax.process_index()
+  if config.batch_size % mesh.devices.size:
+    raise ValueError(f"config.batch_size={config.batch_size} must be divisible by the "
+                     f"{mesh.devices.size} devices of the mesh")
+  if proc == 0:
+    with open(os.path.join(workdir, "config.json"), "w") as f:
+      f.write(config.to_json_best_effort(indent=2))
+
+  source = data_lib.open_source(config.data)
+  preprocessing = preprocessing_from_config(config)
+  data_iter = data_lib.train_iterator(
+      source, preprocessing, global_batch_size=config.batch_size, seed=config.seed,
+      process_index=proc, process_count=n_proc, worker_count=config.data_workers)
+  objective = objectives_lib.build(config)
+  example = _example_batch(source, preprocessing, n=1)
+
+  # Optimizer labels need parameter names only: get them without allocating.
+  abstract_params = jax.eval_shape(lambda: objective.init(jax.random.PRNGKey(0), example)[0])
+  tx, schedule = optim.make_optimizer(config, abstract_params, objective.frozen_patterns)
+  total, trainable = optim.count_params(abstract_params, objective.frozen_patterns)
+  logging.info("model %s %s: %s params (%s trainable) on %d devices (%d processes)",
+               config.model, config.variant, f"{total:,}", f"{trainable:,}",
+               mesh.devices.size, n_proc)
+
+  init_fn = lambda: step_lib.init_state(objective, tx, example, config.seed)
+  abstract_state = jax.eval_shape(init_fn)
+  shardings = mesh_lib.state_shardings(abstract_state, mesh, config.param_sharding)
+  checkpointer = ckpt_lib.Checkpointer(os.path.join(workdir, "checkpoints"),
+                                       keep=config.keep_checkpoints)
+  start = checkpointer.latest_step()
+  if start is None:
+    state = jax.jit(init_fn, out_shardings=shardings)()
+    start = 0
+  else:
+    logging.info("resuming from checkpoint %d in %s", start, checkpointer.directory)
+    state = checkpointer.restore(start, ckpt_lib.abstract_like(abstract_state, shardings),
+                                 data_iter)
+
+  train_step = jax.jit(
+      step_lib.make_train_step(objective, tx, mesh, accum_steps=config.grad_accum_steps),
+      donate_argnums=(0,),
+      in_shardings=(shardings, mesh_lib.batch_sharding(mesh)),
+      out_shardings=(shardings, mesh_lib.replicated(mesh)))
+
+  writer = metrics_lib.MetricWriter(workdir, config.total_steps, config.batch_size)
+  sigterm = _SigtermFlag()
+  vis_batch = None
+  record: dict[str, Any] = {}
+  step = start
+  t_compile = time.perf_counter()
+  try:
+    while step < config.total_steps:
+      batch = mesh_lib.to_global(next(data_iter), mesh)
+      state, metrics = train_step(state, batch)
+      step += 1
+      if step == start + 1:
+        jax.block_until_ready(metrics)
+        logging.info("first step (compilation included) took %.1fs",
+                     time.perf_counter() - t_compile)
+        writer.start(step)
+      if step % config.log_every_steps == 0 or step == config.total_steps:
+        host = jax.device_get(metrics)
+        _check_finite(state, f"logged at step {step}")
+        record = writer.write(step, {**host, "lr": float(schedule(step - 1))})
+      if config.vis_every_steps and (step % config.vis_every_steps == 0
+                                     or step == config.total_steps):
+        if vis_batch is None:
+          vis_batch = _example_records(source, preprocessing, 2)
+        path = os.path.join(workdir, "plots", f"reconstruction_{step:07d}.png")
+        objective.visualize(state["params"], state["collections"], vis_batch,
+                            jax.random.PRNGKey(config.seed), path)
+      stopping = sigterm.raised or (stop_after is not None and step - start >= stop_after)
+      if (step % config.checkpoint_every_steps == 0 or step == config.total_steps
+          or sigterm.raised):
+        _check_finite(state, f"before saving step {step}")
+        checkpointer.save(step, state, data_iter)
+      if stopping:
+        if sigterm.raised:
+          logging.warning("SIGTERM: saved step %d, stopping", step)
+        checkpointer.wait()
+        return record
+    if config.export_at_end:
+      export_dir = os.path.join(workdir, "export")
+      params = jax.jit(lambda p: p, out_shardings=mesh_lib.replicated(mesh))(state["params"])
+      enc_params, enc_desc = objective.export_encoder(params, state["collections"])
+      if proc == 0:
+        export_lib.save_export(
+            export_dir, enc_params, enc_desc, preprocessing.to_dict(),
+            training={"data": config.data, "steps": step, "batch_size": config.batch_size,
+                      "seed": config.seed, "objective": config.objective})
+        logging.info("exported encoder to %s", export_dir)
+    return record
+  finally:
+    sigterm.restore()
+    checkpointer.close()
+
+
+def _example_records(source, preprocessing, n: int) -> dict[str, np.ndarray]:
+  xs = [preprocessing(source[i]) for i in range(min(n, len(source)))]
+  return {"signal": np.stack(xs)}
+
+
+def load_config_json(workdir: str) -> dict[str, Any]:
+  """The config a run in `workdir` was started with."""
+  with open(os.path.join(workdir, "config.json")) as f:
+    return json.load(f)

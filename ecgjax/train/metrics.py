@@ -1,0 +1,65 @@
+"""Metrics to `DIR/metrics.jsonl` and a one-line progress report on the console."""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+from typing import Any
+
+import jax
+import numpy as np
+from absl import logging
+
+
+def _plain(v: Any) -> Any:
+  v = np.asarray(v)
+  return v.item() if v.ndim == 0 else v.tolist()
+
+
+class MetricWriter:
+  """Appends one JSON object per logged step; only process 0 writes."""
+
+  def __init__(self, workdir: str, total_steps: int, global_batch: int):
+    self.path = os.path.join(workdir, "metrics.jsonl")
+    self.total_steps = total_steps
+    self.global_batch = global_batch
+    self.active = jax.process_index() == 0
+    self._t = None
+    self._step = None
+
+  def start(self, step: int) -> None:
+    """Marks the wall-clock origin for throughput (after compilation)."""
+    self._t, self._step = time.perf_counter(), step
+
+  def write(self, step: int, metrics: dict[str, Any]) -> dict[str, Any]:
+    """Logs host-side metrics for `step`, adding throughput and ETA; returns the record."""
+    record = {"step": int(step)}
+    record.update({k: _plain(v) for k, v in metrics.items()})
+    now = time.perf_counter()
+    if self._t is not None and step > self._step:
+      sec_per_step = (now - self._t) / (step - self._step)
+      record["samples_per_s"] = self.global_batch / sec_per_step
+      record["eta_s"] = sec_per_step * max(self.total_steps - step, 0)
+    self._t, self._step = now, step
+    if self.active:
+      with open(self.path, "a") as f:
+        f.write(json.dumps(record) + "\n")
+      logging.info("%s", progress_line(record, self.total_steps))
+    return record
+
+
+def progress_line(record: dict[str, Any], total_steps: int) -> str:
+  """`step 120/1000 | loss 0.8123 | lr 1.2e-04 | 35.1 samples/s | ETA 4m12s`."""
+  parts = [f"step {record['step']}/{total_steps}"]
+  if "loss" in record:
+    parts.append(f"loss {record['loss']:.4f}")
+  if "lr" in record:
+    parts.append(f"lr {record['lr']:.2e}")
+  if "samples_per_s" in record:
+    parts.append(f"{record['samples_per_s']:.1f} samples/s")
+  if "eta_s" in record:
+    s = int(record["eta_s"])
+    parts.append(f"ETA {s // 3600}h{s % 3600 // 60:02d}m" if s >= 3600
+                 else f"ETA {s // 60}m{s % 60:02d}s")
+  return " | ".join(parts)

@@ -1,0 +1,122 @@
+"""The train state and the one jitted train step."""
+
+from __future__ import annotations
+
+from typing import Any, Callable
+
+import jax
+import jax.numpy as jnp
+import optax
+from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
+
+from ecgjax.objectives.base import Batch, GradCombiner, LossAux, Objective
+from ecgjax.train import mesh as mesh_lib
+
+PyTree = Any
+State = dict[str, Any]
+
+
+def init_state(objective: Objective, tx: optax.GradientTransformation, batch: Batch,
+               seed: int) -> State:
+  """A fresh train state (params, collections, optimizer state, step, rng)."""
+  init_rng, train_rng = jax.random.split(jax.random.PRNGKey(seed))
+  params, collections = objective.init(init_rng, batch)
+  return {
+      "params": params,
+      "collections": collections,
+      "opt_state": tx.init(params),
+      "step": jnp.zeros((), jnp.int32),
+      "rng": train_rng,
+      # First step whose loss or gradient was not finite (-1: none). Updates of such a
+      # step are dropped, so the state always holds the last good parameters.
+      "first_bad_step": jnp.full((), -1, jnp.int32),
+  }
+
+
+def _grads(objective: Objective, combiner: GradCombiner | None, params: PyTree,
+           collections: PyTree, batch: Batch, rng: jax.Array,
+           step: jax.Array) -> tuple[jax.Array, LossAux, PyTree]:
+  loss_rng, comb_rng = jax.random.split(rng)
+  if combiner is None:
+    (loss, aux), grads = jax.value_and_grad(objective.loss, has_aux=True)(
+        params, collections, batch, loss_rng, step)
+    return loss, aux, grads
+
+  def task_losses(p):
+    loss, aux = objective.loss(p, collections, batch, loss_rng, step)
+    if not aux.tasks:
+      raise ValueError("a gradient combiner needs an objective that reports LossAux.tasks")
+    return jnp.stack([aux.tasks[k] for k in sorted(aux.tasks)]), (loss, aux)
+
+  losses, vjp_fn, (loss, aux) = jax.vjp(task_losses, params, has_aux=True)
+  per_task = jax.vmap(vjp_fn)(jnp.eye(losses.shape[0], dtype=losses.dtype))[0]
+  return loss, aux, combiner(per_task, comb_rng)
+
+
+def make_train_step(objective: Objective, tx: optax.GradientTransformation, mesh: Mesh,
+                    *, accum_steps: int = 1,
+                    grad_combiner: GradCombiner | None = None) -> Callable[[State, Batch],
+                                                                          tuple[State, dict]]:
+  """Builds `step(state, batch) -> (state, metrics)`, not yet jitted.
+
+  With `accum_steps > 1` the global batch is cut into that many micro-batches (each
+  still spread over every device), gradients are averaged and one update is made;
+  batch-level objectives (contrastive negatives) then see the global micro-batch.
+  """
+
+  def micro_batches(batch: Batch) -> Batch:
+    # (B, ...) -> (A, B/A, ...) taking every A-th example, so each micro-batch keeps
+    # the batch axis sharded over the same devices without moving data.
+    def one(x):
+      b = x.shape[0]
+      if b % accum_steps:
+        raise ValueError(f"global batch {b} is not divisible by grad_accum_steps {accum_steps}")
+      x = x.reshape((b // accum_steps, accum_steps) + x.shape[1:])
+      x = jnp.swapaxes(x, 0, 1)
+      spec = P(None, mesh_lib.DATA_AXIS, *([None] * (x.ndim - 2)))
+      return jax.lax.with_sharding_constraint(x, NamedSharding(mesh, spec))
+    return jax.tree.map(one, batch)
+
+  def step_fn(state: State, batch: Batch) -> tuple[State, dict]:
+    step = state["step"]
+    rng = jax.random.fold_in(state["rng"], step)
+    params = state["params"]
+    if accum_steps == 1:
+      loss, aux, grads = _grads(objective, grad_combiner, params, state["collections"],
+                                batch, rng, step)
+      collections = aux.collections
+    else:
+      def body(carry, xs):
+        grad_sum, collections = carry
+        micro, i = xs
+        loss, aux, grads = _grads(objective, grad_combiner, params, collections, micro,
+                                  jax.random.fold_in(rng, i), step)
+        grad_sum = jax.tree.map(jnp.add, grad_sum, grads)
+        return (grad_sum, aux.collections), (loss, aux._replace(collections=None))
+
+      zeros = jax.tree.map(jnp.zeros_like, params)
+      (grad_sum, collections), (losses, auxs) = jax.lax.scan(
+          body, (zeros, state["collections"]),
+          (micro_batches(batch), jnp.arange(accum_steps)))
+      grads = jax.tree.map(lambda g: g / accum_steps, grad_sum)
+      loss = losses.mean()
+      aux = jax.tree.map(lambda x: x.mean(0), auxs)
+
+    grad_norm = optax.tree.norm(grads)
+    updates, opt_state = tx.update(grads, state["opt_state"], params)
+    new_params = optax.apply_updates(params, updates)
+    finite = jnp.isfinite(loss) & jnp.isfinite(grad_norm)
+    keep = lambda new, old: jax.tree.map(lambda n, o: jnp.where(finite, n, o), new, old)
+    new_state = {
+        "params": keep(new_params, params),
+        "collections": keep(collections, state["collections"]),
+        "opt_state": keep(opt_state, state["opt_state"]),
+        "step": step + 1,
+        "rng": state["rng"],
+        "first_bad_step": jnp.where((state["first_bad_step"] < 0) & ~finite, step,
+                                    state["first_bad_step"]),
+    }
+    metrics = {"loss": loss, "grad_norm": grad_norm, **aux.terms, **aux.metrics}
+    return new_state, metrics
+
+  return step_fn

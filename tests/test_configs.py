@@ -1,0 +1,39 @@
+"""Config files: argument parsing, variants, every key declared."""
+
+import pytest
+
+from configs import stmem
+from ecgjax.configs import parse_arg
+
+
+def test_parse_arg_types_and_flags():
+  a = parse_arg("variant=S/75,runlocal", variant="B/75", runlocal=False)
+  assert a.variant == "S/75" and a.runlocal is True
+  assert parse_arg(None, variant="B/75", runlocal=False).runlocal is False
+  assert parse_arg("runlocal=false", runlocal=True).runlocal is False
+
+
+@pytest.mark.parametrize("bad, match", [("varient=S/75", "unknown config argument 'varient'"),
+                                        ("variant", "needs a value"),
+                                        ("runlocal=maybe", "expects a boolean")])
+def test_parse_arg_errors_name_the_key(bad, match):
+  with pytest.raises(ValueError, match=match):
+    parse_arg(bad, variant="B/75", runlocal=False)
+
+
+@pytest.mark.parametrize("variant", ["mu", "S/75", "B/75", "L/75"])
+def test_stmem_config_variants(variant):
+  c = stmem.get_config(f"variant={variant}")
+  assert c.variant == variant
+  for key in ("data", "batch_size", "total_steps", "log_every_steps",
+              "checkpoint_every_steps", "seed", "variant"):
+    assert key in c
+  local = stmem.get_config(f"variant={variant},runlocal")
+  assert local.total_steps < c.total_steps and local.batch_size < c.batch_size
+
+
+def test_config_is_locked_against_typos():
+  c = stmem.get_config("variant=mu")
+  c.lock()
+  with pytest.raises(AttributeError):
+    c.bacth_size = 3

@@ -1,0 +1,95 @@
+"""Real entry points, run as a user would: pretrain/main.py, then the export it writes."""
+
+import json
+import os
+import subprocess
+import sys
+
+import jax
+import numpy as np
+import pytest
+
+from ecgjax import data, models
+from ecgjax.train import export as export_lib
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def _run(args, **kw):
+  env = {**os.environ, "JAX_PLATFORMS": "cpu", "PYTHONUNBUFFERED": "1"}
+  return subprocess.run([sys.executable, *args], cwd=REPO, env=env, capture_output=True,
+                        text=True, timeout=600, **kw)
+
+
+@pytest.fixture(scope="module")
+def pretrained(tmp_path_factory):
+  workdir = str(tmp_path_factory.mktemp("stmem"))
+  proc = _run(["pretrain/main.py", "--config", "configs/stmem.py:variant=mu,runlocal",
+               "--workdir", workdir, "--config.total_steps=4", "--config.batch_size=8",
+               "--config.log_every_steps=2", "--config.checkpoint_every_steps=2",
+               "--config.vis_every_steps=4", "--config.data=synthetic:32?seed=5"])
+  assert proc.returncode == 0, proc.stderr[-4000:]
+  return workdir, proc
+
+
+def test_pretrain_main_writes_metrics_checkpoints_export_and_picture(pretrained):
+  workdir, proc = pretrained
+  with open(os.path.join(workdir, "metrics.jsonl")) as f:
+    records = [json.loads(line) for line in f]
+  assert [r["step"] for r in records] == [2, 4]
+  assert all(np.isfinite(r["loss"]) and "lr" in r for r in records)
+  assert "step 4/4" in proc.stderr  # the console progress line
+  assert sorted(os.listdir(os.path.join(workdir, "checkpoints"))) == ["2", "4"]
+  assert os.path.isfile(os.path.join(workdir, "plots", "reconstruction_0000004.png"))
+  assert os.path.isfile(os.path.join(workdir, "export", "config.json"))
+
+
+def test_rerun_in_same_workdir_resumes_and_does_not_retrain(pretrained):
+  workdir, _ = pretrained
+  proc = _run(["pretrain/main.py", "--config", "configs/stmem.py:variant=mu,runlocal",
+               "--workdir", workdir, "--config.total_steps=4", "--config.batch_size=8",
+               "--config.data=synthetic:32?seed=5"])
+  assert proc.returncode == 0, proc.stderr[-4000:]
+  assert "resuming from checkpoint 4" in proc.stderr
+
+
+def test_bad_config_key_is_named():
+  proc = _run(["pretrain/main.py", "--config", "configs/stmem.py:variant=mu,runlocal",
+               "--workdir", "/tmp/never", "--config.batch_sise=8"])
+  assert proc.returncode != 0
+  assert "batch_sise" in proc.stderr
+
+
+def test_export_load_embed_round_trip(pretrained):
+  workdir, _ = pretrained
+  exp = export_lib.load_export(os.path.join(workdir, "export"))
+  assert exp.config["model"] == "st_mem" and exp.config["variant"] == "mu"
+  assert exp.dim == 64
+  pre = exp.preprocessing
+  assert (pre.fs, pre.samples) == (250.0, 2250)
+  src = data.open_source("synthetic:3?seed=9")
+  x = np.stack([pre(src[i]) for i in range(3)])
+  emb = exp.embed_fn()(x)
+  assert emb.shape == (3, 64) and np.isfinite(emb).all()
+  # The same numbers as building the encoder by hand from the export's params.
+  enc = models.build_model("st_mem_encoder", "mu", seq_len=2250)
+  ref, _ = enc.apply({"params": exp.params}, x)
+  np.testing.assert_allclose(emb, np.asarray(ref), rtol=1e-5, atol=1e-6)
+
+
+def test_export_errors_name_the_problem(pretrained, tmp_path):
+  workdir, _ = pretrained
+  with pytest.raises(export_lib.ExportError, match="not an ecgjax export"):
+    export_lib.load_export(str(tmp_path))
+  bad = tmp_path / "bad"
+  bad.mkdir()
+  cfg = json.load(open(os.path.join(workdir, "export", "config.json")))
+  cfg["format_version"] = 99
+  (bad / "config.json").write_text(json.dumps(cfg))
+  with pytest.raises(export_lib.ExportError, match="format_version 99"):
+    export_lib.load_export(str(bad))
+  cfg["format_version"] = 1
+  (bad / "config.json").write_text(json.dumps(cfg))
+  (bad / "params.msgpack").write_bytes(b"garbage")
+  with pytest.raises(export_lib.ExportError, match="corrupt"):
+    export_lib.load_export(str(bad))

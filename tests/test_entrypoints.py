@@ -10,6 +10,7 @@ import numpy as np
 import pytest
 
 from ecgjax import data, models
+from ecgjax.eval import embed
 from ecgjax.train import export as export_lib
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -69,7 +70,7 @@ def test_export_load_embed_round_trip(pretrained):
   assert (pre.fs, pre.samples) == (250.0, 2250)
   src = data.open_source("synthetic:3?seed=9")
   x = np.stack([pre(src[i]) for i in range(3)])
-  emb = exp.embed_fn()(x)
+  emb = np.asarray(embed.make_embed_fn(exp)(exp.params, x[:, None]))
   assert emb.shape == (3, 64) and np.isfinite(emb).all()
   # The same numbers as building the encoder by hand from the export's params.
   enc = models.build_model("st_mem_encoder", "mu", seq_len=2250)

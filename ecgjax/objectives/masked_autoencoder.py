@@ -43,6 +43,18 @@ class MaskedAutoencoder(base.Objective):
   def _noise_shape(self, x: jax.Array) -> tuple[int, ...]:
     return x.shape[:2] + (self.model.num_patches,)
 
+  def masking_noise(self, rng: jax.Array, x: jax.Array, index: jax.Array | None) -> jax.Array:
+    """Uniform noise per (record, lead, patch), keyed by the record's source index.
+
+    Keying by record rather than by batch position makes a record's mask independent
+    of where it lands in the global batch, so runs with different process or device
+    counts (which order the batch differently) see identical masks.
+    """
+    if index is None:
+      return jax.random.uniform(rng, self._noise_shape(x))
+    keys = jax.vmap(lambda i: jax.random.fold_in(rng, i))(index)
+    return jax.vmap(lambda k: jax.random.uniform(k, self._noise_shape(x)[1:]))(keys)
+
   def init(self, rng, batch):
     """Params from a batch of the training shape; no mutable collections."""
     x = jnp.asarray(batch["signal"])
@@ -53,7 +65,7 @@ class MaskedAutoencoder(base.Objective):
     """Normalised-pixel MSE over masked patches of the present leads."""
     del step
     x = batch["signal"]
-    noise = jax.random.uniform(rng, self._noise_shape(x))
+    noise = self.masking_noise(rng, x, batch.get("index"))
     pred, aux = self.model.apply({"params": params}, x, noise, lead_idx=self.lead_idx)
     mask = aux["mask"]
     if "lead_mask" in batch:  # leads a record lacks are zeros: nothing to reconstruct there

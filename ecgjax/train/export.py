@@ -12,7 +12,7 @@ import dataclasses
 import hashlib
 import json
 import os
-from typing import Any, Callable
+from typing import Any
 
 import flax.serialization
 import jax
@@ -98,17 +98,6 @@ class Export:
   def dim(self) -> int:
     """Embedding dimension."""
     return int(self.config["embedding"]["dim"])
-
-  def embed_fn(self) -> Callable[[np.ndarray], np.ndarray]:
-    """A jitted `x (B, leads, samples) -> embeddings (B, dim)` on the default device."""
-    module, params = self.module, self.params
-
-    @jax.jit
-    def fn(x):
-      emb, _ = module.apply({"params": params}, x)
-      return emb
-
-    return lambda x: np.asarray(fn(np.asarray(x, np.float32)))
 
 
 def load_export(directory: str) -> Export:

@@ -1,0 +1,49 @@
+"""Data layer: spec -> source -> per-record transforms -> grain batches."""
+
+from ecgjax.data.leads import (
+    LEADS_12,
+    LIMB_LEADS,
+    PRECORDIAL_LEADS,
+    canonical_lead,
+    lead_indices,
+    parse_leads,
+    reorder,
+)
+from ecgjax.data.specs import (
+    DataSpec,
+    Option,
+    known_formats,
+    parse_folds,
+    parse_spec,
+    register_format,
+)
+from ecgjax.data.sources import (
+    BadRecordError,
+    LeadSelectedSource,
+    NpySource,
+    Record,
+    Source,
+    SubsetSource,
+    make_record,
+    open_source,
+    select_folds,
+)
+from ecgjax.data.synthetic import LABEL_NAMES as SYNTHETIC_LABELS
+from ecgjax.data.synthetic import SyntheticSource, generate_record
+from ecgjax.data.transforms import (
+    Preprocessing,
+    bandpass,
+    crop_or_pad,
+    crop_starts,
+    ecg_fm_preprocessing,
+    random_crop,
+    resample,
+    st_mem_preprocessing,
+    standardize,
+)
+from ecgjax.data.pipeline import (
+    bad_record_count,
+    eval_batches,
+    train_dataset,
+    train_iterator,
+)

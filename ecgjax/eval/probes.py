@@ -1,0 +1,160 @@
+"""Probes on frozen embeddings: one binary classifier per label, chosen by name.
+
+Every probe has the signature of `fit_predict_logreg`:
+`(x_train (N, D), y_train (N, L), x_test (M, D), *, seed, label_names, split) -> probs (M, L)`,
+and is registered in `PROBES` under the name the `--probe` flag takes; a new probe (XGBoost,
+an MLP) is one function and one registry entry.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+import inspect
+import warnings
+
+import numpy as np
+from sklearn import exceptions as sk_exceptions
+from sklearn import linear_model, model_selection, preprocessing
+
+from ecgjax.eval import metrics
+
+# Inverse regularisation strengths tried by the inner CV: wide enough for embeddings
+# from a random-init encoder (want strong regularisation) to a converged one (want little).
+LOGREG_CS: tuple[float, ...] = (1e-3, 1e-2, 1e-1, 1.0, 10.0, 100.0)
+LOGREG_FOLDS = 3
+LOGREG_MAX_ITER = 2000
+
+
+class ProbeError(ValueError):
+  """A probe cannot be fitted on the data given (e.g. a label with one class in training)."""
+
+
+Probe = Callable[..., np.ndarray]
+
+
+def check_labels(y: np.ndarray, label_names: Sequence[str] | None, split: str) -> None:
+  """Raises ProbeError naming the first label of `y` (N, L) that holds a single class."""
+  y = np.asarray(y)
+  if y.ndim != 2:
+    raise ProbeError(f"labels of {split} must be (N, L), got shape {y.shape}")
+  names = list(label_names) if label_names is not None else [str(j) for j in range(y.shape[1])]
+  pos = (y > 0.5).sum(0)
+  for j, name in enumerate(names):
+    if pos[j] == 0 or pos[j] == y.shape[0]:
+      kind = "positive" if pos[j] == 0 else "negative"
+      raise ProbeError(
+          f"label {name!r} has no {kind} examples in {split} ({y.shape[0]} records); a probe "
+          "cannot be fitted for it: use a larger or differently selected training set")
+
+
+def _logreg_cv_kwargs() -> dict:
+  # sklearn >= 1.8 warns unless these are explicit; older versions lack the arguments.
+  params = inspect.signature(linear_model.LogisticRegressionCV).parameters
+  kw = {}
+  if "l1_ratios" in params:
+    kw["l1_ratios"] = (0.0,)
+  if "use_legacy_attributes" in params:
+    kw["use_legacy_attributes"] = False
+  return kw
+
+
+def _fit_one_logreg(x: np.ndarray, y: np.ndarray, seed: int):
+  """Logistic regression on standardised x with C picked by stratified inner CV (AUROC)."""
+  n_min = int(min(y.sum(), y.size - y.sum()))
+  if n_min < 2:
+    # Too few of one class to cross-validate: fall back to the default strength.
+    return linear_model.LogisticRegression(C=1.0, max_iter=LOGREG_MAX_ITER).fit(x, y)
+  cv = model_selection.StratifiedKFold(min(LOGREG_FOLDS, n_min), shuffle=True,
+                                       random_state=seed)
+  return linear_model.LogisticRegressionCV(
+      Cs=list(LOGREG_CS), cv=cv, scoring="roc_auc", solver="lbfgs",
+      max_iter=LOGREG_MAX_ITER, random_state=seed, **_logreg_cv_kwargs()).fit(x, y)
+
+
+def fit_predict_logreg(x_train: np.ndarray, y_train: np.ndarray, x_test: np.ndarray, *,
+                       seed: int = 0, label_names: Sequence[str] | None = None,
+                       split: str = "the training split") -> np.ndarray:
+  """Per label: StandardScaler + L2 logistic regression (C by 3-fold CV); test probs (M, L)."""
+  x_train, x_test, y_train = _check_inputs(x_train, y_train, x_test)
+  check_labels(y_train, label_names, split)
+  # Fit on the training split only; the same scaling serves every label.
+  scaler = preprocessing.StandardScaler().fit(x_train)
+  xs_train, xs_test = scaler.transform(x_train), scaler.transform(x_test)
+  probs = np.zeros((x_test.shape[0], y_train.shape[1]), np.float32)
+  n_unconverged = 0
+  for j in range(y_train.shape[1]):
+    with warnings.catch_warnings(record=True) as caught:
+      warnings.simplefilter("always", sk_exceptions.ConvergenceWarning)
+      model = _fit_one_logreg(xs_train, (y_train[:, j] > 0.5).astype(np.int64), seed)
+    n_unconverged += any(issubclass(w.category, sk_exceptions.ConvergenceWarning)
+                         for w in caught)
+    probs[:, j] = model.predict_proba(xs_test)[:, 1]
+  if n_unconverged:
+    warnings.warn(f"logistic regression hit max_iter={LOGREG_MAX_ITER} for {n_unconverged} "
+                  "label(s); probabilities are still usable", sk_exceptions.ConvergenceWarning,
+                  stacklevel=2)
+  return probs
+
+
+def _check_inputs(x_train, y_train, x_test) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+  x_train = np.asarray(x_train, np.float64)
+  x_test = np.asarray(x_test, np.float64)
+  y_train = np.asarray(y_train)
+  if x_train.ndim != 2 or x_test.ndim != 2 or x_train.shape[1] != x_test.shape[1]:
+    raise ProbeError(f"features must be (N, D) and (M, D), got {x_train.shape} and "
+                     f"{x_test.shape}")
+  if y_train.ndim != 2 or y_train.shape[0] != x_train.shape[0]:
+    raise ProbeError(f"training labels {y_train.shape} do not match features {x_train.shape}")
+  for name, x in (("training", x_train), ("test", x_test)):
+    if not np.all(np.isfinite(x)):
+      raise ProbeError(f"{name} embeddings contain NaN or infinite values")
+  return x_train, x_test, y_train
+
+
+PROBES: dict[str, Probe] = {
+    "logreg": fit_predict_logreg,
+}
+
+
+def get_probe(name: str) -> Probe:
+  """The probe registered as `name`; the error lists the known ones."""
+  if name not in PROBES:
+    raise ProbeError(f"unknown probe {name!r}; known: {', '.join(sorted(PROBES))}")
+  return PROBES[name]
+
+
+def check_splits(train_names: Sequence[str], test_names: Sequence[str], y_train: np.ndarray,
+                 *, train_name: str = "the training split",
+                 test_name: str = "the test split") -> list[str]:
+  """Raises ProbeError unless both splits share labels and every training label has 2 classes.
+
+  Cheap (labels only), so scripts can call it on source metadata before embedding anything.
+  """
+  names = [str(n) for n in train_names]
+  other = [str(n) for n in test_names]
+  if names != other:
+    raise ProbeError(f"label names differ between {train_name} {names} and {test_name} "
+                     f"{other}: both splits must come from the same label set")
+  if not names:
+    raise ProbeError(f"{train_name} has no labels to probe (an unlabelled data set?)")
+  check_labels(y_train, names, train_name)
+  return names
+
+
+def evaluate(train: dict[str, np.ndarray], test: dict[str, np.ndarray], *,
+             probe: str = "logreg", seed: int = 0, train_name: str = "the training split",
+             test_name: str = "the test split") -> dict:
+  """Fits `probe` on `train` embeddings, scores `test`; `metrics.summarize` plus n_train/n_test.
+
+  `train`/`test` are embedding dicts (`ecgjax.eval.embed.EMBEDDING_KEYS`); the names are
+  what error messages call the two splits (e.g. the command-line flags).
+  """
+  fit_predict = get_probe(probe)
+  names = check_splits(train["label_names"], test["label_names"], train["labels"],
+                       train_name=train_name, test_name=test_name)
+  probs = fit_predict(train["embeddings"], train["labels"], test["embeddings"], seed=seed,
+                      label_names=names, split=train_name)
+  summary = metrics.summarize(test["labels"], probs, names)
+  summary.update(n_train=int(len(train["embeddings"])), n_test=int(len(test["embeddings"])),
+                 probe=probe)
+  return summary

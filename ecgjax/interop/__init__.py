@@ -1,0 +1,1 @@
+"""Importers for published PyTorch checkpoints (state dicts as NumPy arrays, no torch needed)."""

@@ -1,0 +1,114 @@
+"""Shared transformer pieces: sin-cos tables, MLP, fused-qkv attention, pre-LN block.
+
+Conventions match the PyTorch ViTs we port (ST-MEM, ECG-FM): exact (erf) GELU, LayerNorm
+eps 1e-5, xavier-uniform Dense kernels with zero biases, head_dim 64. Parameters are always
+float32; `dtype` is the compute dtype (e.g. bfloat16); softmax and LayerNorm statistics run in
+float32 regardless.
+"""
+
+from typing import Any
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+Dtype = Any
+
+# torch.nn.LayerNorm's default; Flax defaults to 1e-6, which shifts outputs of near-flat inputs.
+LN_EPS = 1e-5
+
+dense_kernel_init = nn.initializers.xavier_uniform()
+embedding_init = nn.initializers.normal(stddev=0.02)
+
+
+def sincos_1d(num_positions: int, dim: int, temperature: float = 10000.) -> np.ndarray:
+  """Fixed 1-D sin-cos code, (num_positions, dim) float32 as [sin | cos] halves."""
+  if dim % 2:
+    raise ValueError(f"sin-cos code needs an even dim, got {dim}")
+  half = dim // 2
+  omega = 1.0 / temperature ** (np.arange(half, dtype=np.float64) / half)
+  angles = np.arange(num_positions, dtype=np.float64)[:, None] * omega[None, :]
+  return np.concatenate([np.sin(angles), np.cos(angles)], axis=1).astype(np.float32)
+
+
+def sep_padded_sincos_init(num_patches: int):
+  """Initialiser for a (num_patches + 2, dim) table: [0; sincos(num_patches); 0] (SEP rows zero)."""
+
+  def init(key: jax.Array, shape: tuple[int, ...], dtype: Dtype = jnp.float32) -> jax.Array:
+    del key  # deterministic table
+    if shape[0] != num_patches + 2:
+      raise ValueError(f"table shape {shape} does not fit {num_patches} patches + 2 SEP rows")
+    table = np.zeros(shape, np.float32)
+    table[1:-1] = sincos_1d(num_patches, shape[1])
+    return jnp.asarray(table, dtype)
+
+  return init
+
+
+def layer_norm(name: str | None = None, *, epsilon: float = LN_EPS,
+               dtype: Dtype = jnp.float32) -> nn.LayerNorm:
+  """LayerNorm with torch's eps and two-pass (mean-subtracted) variance, stats in float32."""
+  # Two-pass variance: raw ECG patches can carry a large offset relative to their spread, where
+  # E[x^2] - E[x]^2 cancels catastrophically; it also tracks torch's numbers more closely.
+  return nn.LayerNorm(epsilon=epsilon, use_fast_variance=False, dtype=dtype,
+                      param_dtype=jnp.float32, name=name)
+
+
+def dense(features: int, name: str | None = None, *, dtype: Dtype = jnp.float32) -> nn.Dense:
+  """Dense with xavier-uniform kernel, zero bias and float32 params."""
+  return nn.Dense(features, kernel_init=dense_kernel_init, bias_init=nn.initializers.zeros,
+                  dtype=dtype, param_dtype=jnp.float32, name=name)
+
+
+class Mlp(nn.Module):
+  """Dense -> exact GELU -> Dense."""
+  hidden_dim: int
+  out_dim: int | None = None  # None: same as the input width
+  dtype: Dtype = jnp.float32
+
+  @nn.compact
+  def __call__(self, x: jax.Array) -> jax.Array:
+    out_dim = self.out_dim or x.shape[-1]
+    x = dense(self.hidden_dim, "fc1", dtype=self.dtype)(x)
+    x = nn.gelu(x, approximate=False)  # the references use erf GELU, Flax defaults to tanh
+    return dense(out_dim, "fc2", dtype=self.dtype)(x)
+
+
+class MultiHeadAttention(nn.Module):
+  """Self-attention over (batch, tokens, width) with one fused qkv projection."""
+  num_heads: int
+  head_dim: int = 64
+  out_dim: int | None = None  # None: same as the input width
+  dtype: Dtype = jnp.float32
+
+  @nn.compact
+  def __call__(self, x: jax.Array) -> jax.Array:
+    b, n, d = x.shape
+    h, hd = self.num_heads, self.head_dim
+    # One (d, 3*h*hd) matmul instead of three; its output columns are laid out (3, h, hd) like
+    # torch's `to_qkv(x).chunk(3)` followed by 'b n (h d) -> b h n d', so weights map 1:1.
+    qkv = dense(3 * h * hd, "qkv", dtype=self.dtype)(x).reshape(b, n, 3, h, hd)
+    q, k, v = qkv[:, :, 0], qkv[:, :, 1], qkv[:, :, 2]
+    # Scaling q (n*hd values) is cheaper than scaling logits (n*n); for hd=64 the scale is 1/8, a
+    # power of two, so the result is bit-identical to torch's scaling of the logits.
+    q = q * jnp.asarray(hd ** -0.5, q.dtype)
+    logits = jnp.einsum("bqhd,bkhd->bhqk", q, k)
+    weights = jax.nn.softmax(logits.astype(jnp.float32), axis=-1).astype(v.dtype)
+    out = jnp.einsum("bhqk,bkhd->bqhd", weights, v).reshape(b, n, h * hd)
+    return dense(self.out_dim or d, "out", dtype=self.dtype)(out)
+
+
+class Block(nn.Module):
+  """Pre-LN transformer block: x + Attn(LN(x)); x + MLP(LN(x))."""
+  num_heads: int
+  mlp_dim: int
+  head_dim: int = 64
+  dtype: Dtype = jnp.float32
+
+  @nn.compact
+  def __call__(self, x: jax.Array) -> jax.Array:
+    y = layer_norm("attn_norm", dtype=self.dtype)(x)
+    x = x + MultiHeadAttention(self.num_heads, self.head_dim, dtype=self.dtype, name="attn")(y)
+    y = layer_norm("mlp_norm", dtype=self.dtype)(x)
+    return x + Mlp(self.mlp_dim, dtype=self.dtype, name="mlp")(y)

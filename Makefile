@@ -16,11 +16,17 @@ $(VENV)/.installed: pyproject.toml constraints.txt
 	$(BIN)/python -m pip install -q -c constraints.txt -e ".[test]"
 	touch $@
 
+PROBE := --probe logreg --train "synthetic:800?seed=7&folds=1-8" --test "synthetic:800?seed=7&folds=9-10"
+
 demo: setup
 	rm -rf $(DEMO_DIR)
-	$(BIN)/python pretrain/main.py --config configs/stmem.py:variant=mu,runlocal --workdir $(DEMO_DIR)
-	$(BIN)/python finetune/probe.py --export $(DEMO_DIR)/export --probe logreg \
-	  --train "synthetic:800?seed=7&folds=1-8" --test "synthetic:800?seed=7&folds=9-10"
+	$(BIN)/python pretrain/main.py --config configs/stmem.py:variant=mu,runlocal --workdir $(DEMO_DIR)/stmem
+	@echo "== linear probe on the pretrained encoder =="
+	$(BIN)/python finetune/probe.py --export $(DEMO_DIR)/stmem/export $(PROBE)
+	@echo "== the same probe on a randomly initialised encoder (baseline) =="
+	$(BIN)/python pretrain/main.py --config configs/stmem.py:variant=mu,runlocal \
+	  --workdir $(DEMO_DIR)/random --config.total_steps=0 2>/dev/null
+	$(BIN)/python finetune/probe.py --export $(DEMO_DIR)/random/export $(PROBE)
 
 test: setup
 	$(BIN)/python -m pytest -q $(PYTEST_ARGS)

@@ -19,16 +19,18 @@ _COORDINATOR = flags.DEFINE_string("coordinator_address", None,
                                    "host:port of process 0, for launches without a cluster manager")
 _NUM_PROCESSES = flags.DEFINE_integer("num_processes", None, "processes in a hand launch")
 _PROCESS_ID = flags.DEFINE_integer("process_id", None, "this process's index in a hand launch")
+_LIBRARY_LOGS = flags.DEFINE_bool("library_logs", False, "show INFO logs of orbax, jax and grain")
 flags.mark_flags_as_required(["config", "workdir"])
 
 
 def main(argv):
   del argv
   # Imported here so grain's spawned workers, which re-import this file, stay light.
-  from ecgjax.train import loop, mesh
+  from ecgjax.train import loop, mesh, metrics
+  if not _LIBRARY_LOGS.value:
+    metrics.quiet_library_logs()
   mesh.maybe_initialize_distributed(_DISTRIBUTED.value, _COORDINATOR.value,
                                     _NUM_PROCESSES.value, _PROCESS_ID.value)
-  logging.info("config:\n%s", _CONFIG.value)
   loop.train(_CONFIG.value, _WORKDIR.value)
 
 

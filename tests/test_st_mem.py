@@ -276,3 +276,26 @@ def test_bfloat16_close_to_float32(mu):
   emb16, _ = jax.jit(model16.make_encoder().apply)({"params": params["encoder"]}, x)
   emb32, _ = jax.jit(model.make_encoder().apply)({"params": params["encoder"]}, x)
   assert emb16.dtype == jnp.float32 and rel_err(emb16, emb32) < 5e-2
+
+
+def test_backward_fusion_barrier_keeps_gradients_exact():
+  """The CPU barrier (identity matmul on the cotangent) must not change any gradient."""
+  x = jax.random.normal(jax.random.PRNGKey(0), (2, 9, 64))
+
+  class Stack(nn.Module):
+    barrier: bool
+
+    @nn.compact
+    def __call__(self, x):
+      for i in range(3):
+        if self.barrier:
+          x = layers.backward_fusion_barrier(x)
+        x = x + layers.Mlp(128, name=f"m{i}")(layers.layer_norm(f"n{i}")(x))
+      return x
+
+  params = Stack(True).init(jax.random.PRNGKey(1), x)
+  loss = lambda m: lambda p, x: jnp.sum(m.apply(p, x) ** 2)
+  g_with = jax.grad(loss(Stack(True)), argnums=(0, 1))(params, x)
+  g_without = jax.grad(loss(Stack(False)), argnums=(0, 1))(params, x)
+  for a, b in zip(jax.tree.leaves(g_with), jax.tree.leaves(g_without)):
+    np.testing.assert_allclose(a, b, rtol=1e-6, atol=1e-7)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import logging as logging_std
 import os
 import time
 from typing import Any
@@ -63,3 +64,18 @@ def progress_line(record: dict[str, Any], total_steps: int) -> str:
     parts.append(f"ETA {s // 3600}h{s % 3600 // 60:02d}m" if s >= 3600
                  else f"ETA {s // 60}m{s % 60:02d}s")
   return " | ".join(parts)
+
+
+class _OwnInfoOnly(logging_std.Filter):
+  """Keeps warnings from everyone but INFO/DEBUG only from ecgjax and the entry scripts."""
+
+  def filter(self, record: logging_std.LogRecord) -> bool:
+    if record.levelno >= logging_std.WARNING:
+      return True
+    path = record.pathname.replace("\\", "/")
+    return "site-packages" not in path and "/lib/python" not in path
+
+
+def quiet_library_logs() -> None:
+  """Drops INFO chatter from orbax/jax/grain on the console so progress lines stay readable."""
+  logging.get_absl_handler().addFilter(_OwnInfoOnly())

@@ -103,14 +103,21 @@ def make_train_step(objective: Objective, tx: optax.GradientTransformation, mesh
       aux = jax.tree.map(lambda x: x.mean(0), auxs)
 
     grad_norm = optax.tree.norm(grads)
-    updates, opt_state = tx.update(grads, state["opt_state"], params)
-    new_params = optax.apply_updates(params, updates)
     finite = jnp.isfinite(loss) & jnp.isfinite(grad_norm)
-    keep = lambda new, old: jax.tree.map(lambda n, o: jnp.where(finite, n, o), new, old)
+
+    def apply(_):
+      updates, opt_state = tx.update(grads, state["opt_state"], params)
+      return optax.apply_updates(params, updates), opt_state, collections
+
+    def skip(_):
+      return params, state["opt_state"], state["collections"]
+
+    # A branch, not a select over every parameter: the skip costs nothing when finite.
+    new_params, opt_state, collections = jax.lax.cond(finite, apply, skip, None)
     new_state = {
-        "params": keep(new_params, params),
-        "collections": keep(collections, state["collections"]),
-        "opt_state": keep(opt_state, state["opt_state"]),
+        "params": new_params,
+        "collections": collections,
+        "opt_state": opt_state,
         "step": step + 1,
         "rng": state["rng"],
         "first_bad_step": jnp.where((state["first_bad_step"] < 0) & ~finite, step,

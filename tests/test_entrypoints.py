@@ -2,8 +2,10 @@
 
 import json
 import os
+import signal
 import subprocess
 import sys
+import time
 
 import jax
 import numpy as np
@@ -94,3 +96,34 @@ def test_export_errors_name_the_problem(pretrained, tmp_path):
   (bad / "params.msgpack").write_bytes(b"garbage")
   with pytest.raises(export_lib.ExportError, match="corrupt"):
     export_lib.load_export(str(bad))
+
+
+def test_sigterm_saves_a_checkpoint_and_exits_cleanly(tmp_path):
+  workdir = str(tmp_path / "term")
+  env = {**os.environ, "JAX_PLATFORMS": "cpu", "PYTHONUNBUFFERED": "1"}
+  proc = subprocess.Popen(
+      [sys.executable, "pretrain/main.py", "--config", "configs/stmem.py:variant=mu,runlocal",
+       "--workdir", workdir, "--config.total_steps=100000", "--config.batch_size=8",
+       "--config.log_every_steps=1", "--config.checkpoint_every_steps=100000",
+       "--config.data=synthetic:32?seed=5"],
+      cwd=REPO, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+  metrics = os.path.join(workdir, "metrics.jsonl")
+  deadline = time.time() + 300
+  while time.time() < deadline and not (os.path.exists(metrics) and
+                                        len(open(metrics).readlines()) >= 3):
+    time.sleep(0.5)
+  proc.send_signal(signal.SIGTERM)
+  _, err = proc.communicate(timeout=300)
+  assert proc.returncode == 0, err[-3000:]
+  assert "SIGTERM: saved step" in err
+  steps = [int(s) for s in os.listdir(os.path.join(workdir, "checkpoints")) if s.isdigit()]
+  assert len(steps) == 1 and steps[0] >= 3  # a step no periodic save would have written
+
+
+def test_grain_worker_processes_through_the_entry_point(tmp_path):
+  proc = _run(["pretrain/main.py", "--config", "configs/stmem.py:variant=mu,runlocal",
+               "--workdir", str(tmp_path), "--config.total_steps=2", "--config.batch_size=8",
+               "--config.data_workers=2", "--config.data=synthetic:32?seed=5",
+               "--config.export_at_end=false"])
+  assert proc.returncode == 0, proc.stderr[-3000:]
+  assert "step 2/2" in proc.stderr

@@ -31,8 +31,9 @@ class MaskedAutoencoder(base.Objective):
   frozen_patterns = st_mem.FROZEN_IN_PRETRAINING
 
   def __init__(self, variant: str, *, leads: tuple[str, ...], samples: int,
-               mask_ratio: float = 0.75, dtype: str = "float32"):
+               mask_ratio: float = 0.75, dtype: str = "float32", fs: float = 250.0):
     self.variant = variant
+    self.fs = fs
     self.leads = tuple(leads)
     # Each present lead keeps its own embedding row (I=0 ... V6=11).
     self.lead_idx = np.asarray(leads_lib.lead_indices(self.leads), np.int32)
@@ -114,7 +115,7 @@ class MaskedAutoencoder(base.Objective):
     from ecgjax import plotting  # matplotlib only when a picture is asked for
     os.makedirs(os.path.dirname(path), exist_ok=True)
     plotting.plot_reconstruction(out["signal"], out["reconstruction"], out["mask"],
-                                 self.leads, self.model.patch_size, path)
+                                 self.leads, self.model.patch_size, path, fs=self.fs)
     return path
 
 
@@ -124,4 +125,4 @@ def _build(config: ml_collections.ConfigDict) -> MaskedAutoencoder:
     raise ValueError(f"objective 'mae' trains model 'st_mem', got config.model={config.model!r}")
   return MaskedAutoencoder(config.variant, leads=tuple(config.input.leads),
                            samples=config.input.samples, mask_ratio=config.mask_ratio,
-                           dtype=config.dtype)
+                           dtype=config.dtype, fs=config.input.fs)

@@ -293,7 +293,8 @@ class NpySource(Source):
             "names of the file's leads, in row order (default: the 12 standard "
             "leads when it has 12)"),
     },
-    help="(N, leads, samples) NumPy array, memory-mapped")
+    help="(N, leads, samples) NumPy array, memory-mapped",
+    detect=lambda path: path.lower().endswith(".npy"))
 def _open_npy(spec: specs.DataSpec, *, fs: float | None,
               leads: tuple[str, ...] | None) -> Source:
   if fs is None:
@@ -304,18 +305,26 @@ def _open_npy(spec: specs.DataSpec, *, fs: float | None,
 
 
 def _detect_format(spec: specs.DataSpec) -> specs.DataSpec:
-  """Resolves format "auto" from the path."""
-  if spec.path.lower().endswith(".npy"):
-    return specs.DataSpec("npy", spec.path, dict(spec.options))
+  """Resolves format "auto" by asking each registered format's `detect`."""
+  hits = [name for name in specs.known_formats()
+          if (info := specs.get_format(name)).detect is not None and info.detect(spec.path)]
+  if len(hits) == 1:
+    return specs.DataSpec(hits[0], spec.path, dict(spec.options))
+  why = (f"it matches several formats ({', '.join(hits)})" if hits
+         else "no format recognises it")
   raise ValueError(
-      f"cannot detect the format of {spec.path!r} (only .npy files are "
-      "detected so far); write FORMAT:PATH with FORMAT one of: "
-      f"{', '.join(specs.known_formats())}")
+      f"cannot detect the format of {spec.path!r}: {why}; write FORMAT:PATH with FORMAT "
+      f"one of: {', '.join(specs.known_formats())}")
 
 
 def _register_builtin_formats() -> None:
-  # synthetic.py imports this module for Source, so it registers itself lazily.
-  from ecgjax.data import synthetic  # pylint: disable=g-import-not-at-top,unused-import
+  # synthetic.py imports this module for Source, so it registers itself lazily; every
+  # module of ecgjax/data/formats/ registers one reader, so adding a format touches no list.
+  import importlib  # pylint: disable=g-import-not-at-top
+  import pkgutil  # pylint: disable=g-import-not-at-top
+  from ecgjax.data import formats, synthetic  # pylint: disable=g-import-not-at-top,unused-import
+  for mod in pkgutil.iter_modules(formats.__path__):
+    importlib.import_module(f"{formats.__name__}.{mod.name}")
 
 
 def open_source(spec: str | specs.DataSpec) -> Source:

@@ -160,6 +160,8 @@ class FormatInfo:
   factory: Callable[..., Any]
   options: Mapping[str, Option]
   help: str = ""
+  # detect(path) -> True when `auto:PATH` (or a bare path) is in this format.
+  detect: Callable[[str], bool] | None = None
 
   @property
   def all_options(self) -> dict[str, Option]:
@@ -174,19 +176,21 @@ def register_format(
     name: str,
     options: Mapping[str, Option] | None = None,
     help: str = "",  # pylint: disable=redefined-builtin
+    detect: Callable[[str], bool] | None = None,
 ) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
   """Decorator registering `factory(spec, **options) -> Source` for a format.
 
   The factory receives the options it declares, parsed (defaults filled in).
   Declaring a common option (e.g. "leads") hands it to the factory, which then
   owns its meaning; otherwise common options are applied by `open_source`.
+  `detect(path)` lets `auto:PATH` recognise the format (cheap checks only).
   """
   name = name.lower()
 
   def decorator(factory: Callable[..., Any]) -> Callable[..., Any]:
     if name in _REGISTRY and _REGISTRY[name].factory is not factory:
       raise ValueError(f"data format {name!r} is registered twice")
-    _REGISTRY[name] = FormatInfo(name, factory, dict(options or {}), help)
+    _REGISTRY[name] = FormatInfo(name, factory, dict(options or {}), help, detect)
     return factory
 
   return decorator

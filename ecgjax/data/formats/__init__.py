@@ -1,0 +1,1 @@
+"""One module per on-disk format; each registers its reader with `specs.register_format`."""

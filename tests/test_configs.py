@@ -37,3 +37,11 @@ def test_config_is_locked_against_typos():
   c.lock()
   with pytest.raises(AttributeError):
     c.bacth_size = 3
+
+
+def test_corpus_preset_records_what_the_data_already_had():
+  c = stmem.get_config("variant=S/75,corpus=ptbxl250")
+  assert c.data.startswith("npy:../shared/data/ptbxl-pretrain-250hz/signals.npy")
+  assert c.input.standardize == "per_lead" and tuple(c.input.bandpass) == (0.5, 40.0)
+  with pytest.raises(ValueError, match="known corpora"):
+    stmem.get_config("corpus=mimic")

@@ -127,3 +127,15 @@ def test_grain_worker_processes_through_the_entry_point(tmp_path):
                "--config.export_at_end=false"])
   assert proc.returncode == 0, proc.stderr[-3000:]
   assert "step 2/2" in proc.stderr
+
+
+def test_pretrain_on_the_shared_corpus_exports_its_preprocessing(shared_dir, tmp_path):
+  proc = _run(["pretrain/main.py", "--config",
+               "configs/stmem.py:variant=mu,runlocal,corpus=ptbxl250",
+               "--workdir", str(tmp_path), "--config.total_steps=2", "--config.batch_size=8",
+               "--config.vis_every_steps=0"])
+  assert proc.returncode == 0, proc.stderr[-3000:]
+  exp = export_lib.load_export(str(tmp_path / "export"))
+  assert exp.preprocessing.standardize == "per_lead"
+  assert tuple(exp.preprocessing.bandpass) == (0.5, 40.0)
+  assert exp.config["training"]["data"].startswith("npy:")

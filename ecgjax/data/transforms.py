@@ -4,91 +4,36 @@
 lead order, filter and normalisation. It is stored in model exports
 (`to_dict`), so a probe or a deployment applies exactly what pretraining saw.
 Everything here is plain NumPy/SciPy: it runs inside grain worker processes.
+The signal-processing steps themselves live in `filters` (re-exported here).
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 import dataclasses
 import functools
 from typing import Any
 
 import numpy as np
-from scipy import signal as sp_signal
 
 from ecgjax.data import leads as leads_lib
+from ecgjax.data.filters import (
+    RESAMPLE_METHODS,
+    bandpass,
+    median_baseline,
+    median_window,
+    notch,
+    remove_baseline,
+    resample,
+)
 from ecgjax.data.sources import BadRecordError, Record
 
-
-def resample(x: np.ndarray, fs_in: float, fs_out: float,
-             method: str = "fft") -> np.ndarray:
-  """Resamples along the last axis from fs_in to fs_out ("fft" or "linear")."""
-  if fs_in <= 0 or fs_out <= 0:
-    raise ValueError(f"sampling rates must be > 0, got {fs_in} -> {fs_out}")
-  n = x.shape[-1]
-  m = int(round(n * fs_out / fs_in))
-  if m == n:
-    return x
-  if m < 1:
-    raise ValueError(f"{n} samples at {fs_in} Hz leave nothing at {fs_out} Hz")
-  if method == "fft":
-    return sp_signal.resample(x, m, axis=-1).astype(x.dtype, copy=False)
-  if method == "linear":
-    pos = np.arange(m) * (fs_in / fs_out)
-    i0 = np.minimum(np.floor(pos).astype(np.int64), n - 1)
-    i1 = np.minimum(i0 + 1, n - 1)
-    frac = (pos - i0).astype(x.dtype)
-    return x[..., i0] * (1 - frac) + x[..., i1] * frac
-  raise ValueError(f"unknown resample method {method!r}; use 'fft' or 'linear'")
-
-
-@functools.lru_cache(maxsize=64)
-def _butter_sos(kind: str, cutoff: float, fs: float,
-                order: int) -> tuple[np.ndarray, np.ndarray, int]:
-  """Second-order sections, their unit-step initial state, scipy's pad length."""
-  sos = sp_signal.butter(order, cutoff, btype=kind, fs=fs, output="sos")
-  taps = 2 * len(sos) + 1 - min((sos[:, 2] == 0).sum(), (sos[:, 5] == 0).sum())
-  return sos, sp_signal.sosfilt_zi(sos), 3 * int(taps)
-
-
-def _filtfilt(design: tuple[np.ndarray, np.ndarray, int],
-              x: np.ndarray) -> np.ndarray:
-  """scipy.signal.sosfiltfilt along the last axis (odd extension, steady-state start).
-
-  Same algorithm as scipy's, with the filter design and its initial state
-  cached: this runs for every training record and scipy recomputes both.
-  """
-  sos, zi, padlen = design
-  # Records shorter than scipy's pad length still filter (scipy would refuse).
-  padlen = min(padlen, x.shape[-1] - 1)
-  if padlen > 0:
-    left = 2 * x[..., :1] - x[..., padlen:0:-1]
-    right = 2 * x[..., -1:] - x[..., -2:-padlen - 2:-1]
-    x = np.concatenate([left, x, right], axis=-1)
-  # (sections, 1, ..., 2): broadcast over the leading (lead) axes.
-  zi = zi.reshape((len(sos),) + (1,) * (x.ndim - 1) + (2,))
-  y, _ = sp_signal.sosfilt(sos, x, axis=-1, zi=zi * x[None, ..., :1])
-  y = y[..., ::-1]
-  y, _ = sp_signal.sosfilt(sos, y, axis=-1, zi=zi * y[None, ..., :1])
-  y = y[..., ::-1]
-  return y[..., padlen:y.shape[-1] - padlen] if padlen > 0 else y
-
-
-def bandpass(x: np.ndarray, fs: float, low: float | None, high: float | None,
-             order: int = 5) -> np.ndarray:
-  """Zero-phase Butterworth high-pass at `low`, then low-pass at `high` (None: skip).
-
-  Two separate order-`order` filters, as ST-MEM does, not one band-pass design
-  (which would double the order).
-  """
-  if high is not None and high >= fs / 2:
-    raise ValueError(f"low-pass cutoff {high} Hz must be below fs/2 = {fs / 2} Hz")
-  y = np.asarray(x, dtype=np.float64)
-  if low:
-    y = _filtfilt(_butter_sos("highpass", float(low), float(fs), order), y)
-  if high:
-    y = _filtfilt(_butter_sos("lowpass", float(high), float(fs), order), y)
-  return y.astype(x.dtype if np.issubdtype(x.dtype, np.floating) else np.float32)
+__all__ = [
+    "PRESETS", "Preprocessing", "bandpass", "crop_or_pad", "crop_starts",
+    "ecg_fm_preprocessing", "ecgfounder_preprocessing", "median_baseline",
+    "median_window", "notch", "preset", "random_crop", "remove_baseline",
+    "resample", "segments", "st_mem_preprocessing", "standardize",
+]
 
 
 def standardize(x: np.ndarray, mode: str = "global") -> np.ndarray:
@@ -132,17 +77,43 @@ def crop_starts(length: int, n: int, n_crops: int) -> np.ndarray:
   return np.round(np.linspace(0, slack, n_crops)).astype(np.int64)
 
 
+def segments(x: np.ndarray, n: int) -> np.ndarray:
+  """Non-overlapping windows (k, leads, n) from the start, remainder dropped (ECG-FM).
+
+  A record shorter than `n` gives k = 0 (an empty array), not a padded
+  segment: ECG-FM trains on whole 5 s segments only.
+  """
+  if n < 1:
+    raise ValueError(f"segment length must be >= 1, got {n}")
+  k = x.shape[-1] // n
+  # (leads, k, n) -> (k, leads, n): a view until the transpose copies.
+  return np.ascontiguousarray(
+      np.moveaxis(x[..., :k * n].reshape(x.shape[:-1] + (k, n)), -2, 0))
+
+
 _STANDARDIZE_MODES = (None, "global", "per_lead")
-_RESAMPLE_METHODS = ("fft", "linear")
 
 
 @dataclasses.dataclass(frozen=True)
 class Preprocessing:
   """The model input contract: what every record becomes before a model sees it.
 
-  prepare() runs once per record (validate, reorder leads, resample, filter);
-  finish() runs after cropping (standardise, so its statistics describe
-  exactly the window the model sees, padding included).
+  prepare() runs once per record, in this order:
+    1. validate, reorder leads (absent leads -> zeros, flagged in the mask);
+    2. resample to `fs`: every later step is designed at the model's rate,
+       so one set of filter coefficients serves every source (and filtering
+       after a downsample touches fewer samples);
+    3. notch (mains hum): the narrow notch goes first so the hum cannot leak
+       into the running median of step 5 (the linear filters of steps 3-4
+       commute, up to edge handling);
+    4. Butterworth high-pass then low-pass (`bandpass`, `filter_order`);
+    5. median baseline removal (non-linear, so last): subtracts what wander
+       the high-pass left, on a signal already free of hum and HF noise.
+  finish() runs after cropping: standardise, so its statistics describe
+  exactly the window the model sees (padding included).
+
+  Fields added after the first exports (notch, notch_q, baseline_window_s)
+  default to "off", so older export dicts load unchanged.
   """
 
   fs: float
@@ -150,9 +121,12 @@ class Preprocessing:
   leads: tuple[str, ...] = leads_lib.LEADS_12
   # (high-pass Hz, low-pass Hz); high-pass 0 skips it; None: no filtering.
   bandpass: tuple[float, float] | None = None
-  filter_order: int = 5
+  filter_order: int = 5  # Of EACH of the two Butterworth passes.
   standardize: str | None = "global"
-  resample_method: str = "fft"
+  resample_method: str = "fft"  # "fft" | "poly" | "linear".
+  notch: float | None = None  # Mains frequency in Hz (50 or 60); None: off.
+  notch_q: float = 30.0  # Quality factor: -3 dB width = notch / notch_q.
+  baseline_window_s: float | None = None  # Running-median length; None: off.
 
   def __post_init__(self):
     # Normalise types (lists from JSON, ints for rates) so equality and
@@ -176,9 +150,22 @@ class Preprocessing:
     if self.standardize not in _STANDARDIZE_MODES:
       raise ValueError(f"standardize must be one of {_STANDARDIZE_MODES}, "
                        f"got {self.standardize!r}")
-    if self.resample_method not in _RESAMPLE_METHODS:
-      raise ValueError(f"resample_method must be one of {_RESAMPLE_METHODS}, "
+    if self.resample_method not in RESAMPLE_METHODS:
+      raise ValueError(f"resample_method must be one of {RESAMPLE_METHODS}, "
                        f"got {self.resample_method!r}")
+    set_("notch_q", float(self.notch_q))
+    if self.notch is not None:
+      set_("notch", float(self.notch))
+      if not 0 < self.notch < self.fs / 2:
+        raise ValueError(
+            f"notch must be in (0, fs/2 = {self.fs / 2}) Hz, got {self.notch}")
+    if not self.notch_q > 0:
+      raise ValueError(f"notch_q must be > 0, got {self.notch_q}")
+    if self.baseline_window_s is not None:
+      set_("baseline_window_s", float(self.baseline_window_s))
+      if not self.baseline_window_s > 0:
+        raise ValueError(
+            f"baseline_window_s must be > 0, got {self.baseline_window_s}")
 
   def to_dict(self) -> dict[str, Any]:
     """JSON-able dict (stored in model exports)."""
@@ -203,7 +190,7 @@ class Preprocessing:
     return cls(**d)
 
   def prepare(self, record: Record) -> tuple[np.ndarray, np.ndarray]:
-    """Validate, reorder leads, resample, filter -> (x float32 (leads, n), mask)."""
+    """Validate, reorder, resample, notch, band-pass, baseline -> (x (leads, n), mask)."""
     rid = record.get("record_id", "<no record_id>")
     if "signal" not in record:
       raise BadRecordError(rid, "has no 'signal'")
@@ -240,8 +227,12 @@ class Preprocessing:
       mask = mask * old[:, 0]
     if abs(fs - self.fs) > 1e-6 * self.fs:
       x = resample(x, fs, self.fs, self.resample_method)
+    if self.notch is not None:
+      x = notch(x, self.fs, self.notch, self.notch_q)
     if self.bandpass is not None:
       x = bandpass(x, self.fs, *self.bandpass, order=self.filter_order)
+    if self.baseline_window_s is not None:
+      x = remove_baseline(x, self.fs, self.baseline_window_s)
     return np.ascontiguousarray(x, dtype=np.float32), mask.astype(np.float32)
 
   def finish(self, x: np.ndarray) -> np.ndarray:
@@ -273,6 +264,18 @@ class Preprocessing:
     starts = crop_starts(x.shape[-1], self.samples, n_crops)
     return np.stack([self.finish(crop_or_pad(x, self.samples, s)) for s in starts])
 
+  def segments(self, record: Record) -> np.ndarray:
+    """float32 (k, leads, samples): every whole non-overlapping window, each finished."""
+    x, _ = self.prepare(record)
+    return self.segments_of(x)
+
+  def segments_of(self, x: np.ndarray) -> np.ndarray:
+    """Non-overlapping windows of an already prepared signal (k may be 0)."""
+    segs = segments(x, self.samples)
+    if not len(segs):
+      return segs.astype(np.float32, copy=False)
+    return np.stack([self.finish(s) for s in segs])
+
 
 def st_mem_preprocessing(leads: Sequence[str] = leads_lib.LEADS_12) -> Preprocessing:
   """ST-MEM: 250 Hz (FFT), 2250 samples, 0.67-40 Hz order 5, global z-score."""
@@ -288,6 +291,27 @@ def ecg_fm_preprocessing(leads: Sequence[str] = leads_lib.LEADS_12) -> Preproces
                        resample_method="linear")
 
 
-# ECGFounder (SPEC section 3) also needs a 50 Hz notch and a 0.4 s median-filter
-# baseline removal; those steps are not in the contract yet, so there is no
-# preset for it until they are.
+def ecgfounder_preprocessing(leads: Sequence[str] = leads_lib.LEADS_12,
+                             mains: float = 50.0) -> Preprocessing:
+  """ECGFounder: 500 Hz (poly), 5000 samples, notch `mains` Q30, 0.67-40 Hz order 4, 0.4 s median baseline, global z."""
+  return Preprocessing(fs=500.0, samples=5000, leads=tuple(leads),
+                       bandpass=(0.67, 40.0), filter_order=4,
+                       standardize="global", resample_method="poly",
+                       notch=mains, notch_q=30.0, baseline_window_s=0.4)
+
+
+PRESETS: dict[str, Callable[..., Preprocessing]] = {
+    "st_mem": st_mem_preprocessing,
+    "ecg_fm": ecg_fm_preprocessing,
+    "ecgfounder": ecgfounder_preprocessing,
+}
+
+
+def preset(name: str, leads: Sequence[str] = leads_lib.LEADS_12) -> Preprocessing:
+  """The named reference preprocessing ("st_mem", "ecg_fm", "ecgfounder")."""
+  try:
+    make = PRESETS[name]
+  except KeyError:
+    raise ValueError(f"unknown preprocessing preset {name!r}; known: "
+                     f"{', '.join(sorted(PRESETS))}") from None
+  return make(leads)

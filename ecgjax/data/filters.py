@@ -145,7 +145,7 @@ def notch(x: np.ndarray, fs: float, f0: float = 50.0, q: float = 30.0) -> np.nda
 
 
 def median_window(fs: float, seconds: float) -> int:
-  """Median-filter length for `seconds` at fs: rounded, then made odd (0.4 s, 500 Hz -> 201)."""
+  """Median-filter length for `seconds` at fs, made odd (0.4 s at 500 Hz -> 201)."""
   w = max(int(round(seconds * fs)), 1)
   # An odd window has a centre sample, so the baseline is not shifted in time.
   return w if w % 2 else w + 1

@@ -103,12 +103,13 @@ class Preprocessing:
     2. resample to `fs`: every later step is designed at the model's rate,
        so one set of filter coefficients serves every source (and filtering
        after a downsample touches fewer samples);
-    3. notch (mains hum): the narrow notch goes first so the hum cannot leak
-       into the running median of step 5 (the linear filters of steps 3-4
-       commute, up to edge handling);
-    4. Butterworth high-pass then low-pass (`bandpass`, `filter_order`);
-    5. median baseline removal (non-linear, so last): subtracts what wander
-       the high-pass left, on a signal already free of hum and HF noise.
+    3. notch at the mains frequency (`notch`, `notch_q`), then
+    4. Butterworth high-pass then low-pass (`bandpass`, `filter_order`):
+       ECGFounder's order; both are linear, so swapping them changes only
+       the edge transients. A 40 Hz low-pass alone leaves ~13% of a
+       50 Hz hum (order 4), hence the notch;
+    5. median baseline removal: non-linear, so it comes last, where neither
+       hum nor the wander the high-pass removed can bias the running median.
   finish() runs after cropping: standardise, so its statistics describe
   exactly the window the model sees (padding included).
 
@@ -293,7 +294,12 @@ def ecg_fm_preprocessing(leads: Sequence[str] = leads_lib.LEADS_12) -> Preproces
 
 def ecgfounder_preprocessing(leads: Sequence[str] = leads_lib.LEADS_12,
                              mains: float = 50.0) -> Preprocessing:
-  """ECGFounder: 500 Hz (poly), 5000 samples, notch `mains` Q30, 0.67-40 Hz order 4, 0.4 s median baseline, global z."""
+  """ECGFounder: 500 Hz, 5000 samples, notch, 0.67-40 Hz order 4, baseline, global z.
+
+  Notch at `mains` Hz (50; 60 for North-American data), Q 30; baseline =
+  0.4 s running median; resampling polyphase (rational ratio, no FFT
+  wrap-around at the edges).
+  """
   return Preprocessing(fs=500.0, samples=5000, leads=tuple(leads),
                        bandpass=(0.67, 40.0), filter_order=4,
                        standardize="global", resample_method="poly",

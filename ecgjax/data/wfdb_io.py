@@ -191,30 +191,30 @@ def _needed_bytes(fmt: int, n_values: int) -> int:
 
 
 def decode(raw: bytes, fmt: int, n_values: int) -> np.ndarray:
-  """Decodes `n_values` interleaved samples of a .dat format into int64."""
+  """Decodes `n_values` interleaved samples of a .dat format (signed ints)."""
   if fmt == 16:
-    return np.frombuffer(raw, "<i2", n_values).astype(np.int64)
+    return np.frombuffer(raw, "<i2", n_values)
   if fmt == 61:
-    return np.frombuffer(raw, ">i2", n_values).astype(np.int64)
+    return np.frombuffer(raw, ">i2", n_values).astype(np.int16)
   if fmt == 80:
-    return np.frombuffer(raw, np.uint8, n_values).astype(np.int64) - 128
+    return np.frombuffer(raw, np.uint8, n_values).astype(np.int16) - np.int16(128)
   if fmt == 160:
-    return np.frombuffer(raw, "<u2", n_values).astype(np.int64) - 32768
+    return np.frombuffer(raw, "<u2", n_values).astype(np.int32) - 32768
   if fmt == 32:
-    return np.frombuffer(raw, "<i4", n_values).astype(np.int64)
+    return np.frombuffer(raw, "<i4", n_values)
   if fmt == 24:
-    b = np.frombuffer(raw, np.uint8, 3 * n_values).reshape(-1, 3).astype(np.int64)
+    b = np.frombuffer(raw, np.uint8, 3 * n_values).reshape(-1, 3).astype(np.int32)
     v = b[:, 0] | (b[:, 1] << 8) | (b[:, 2] << 16)
     return np.where(v >= 2**23, v - 2**24, v)
   if fmt == 212:
     b = np.frombuffer(raw, np.uint8, _needed_bytes(212, n_values))
     b = np.concatenate([b, np.zeros((-len(b)) % 3, np.uint8)]).reshape(-1, 3)
-    b = b.astype(np.int64)
+    b = b.astype(np.int16)
     # Byte 1 holds the high nibbles: low nibble for sample 0, high for sample 1.
     pair = np.stack([b[:, 0] | ((b[:, 1] & 0x0F) << 8),
                      b[:, 2] | ((b[:, 1] & 0xF0) << 4)], axis=1).reshape(-1)
     pair = pair[:n_values]
-    return np.where(pair >= 2048, pair - 4096, pair)
+    return np.where(pair >= 2048, pair - 4096, pair).astype(np.int16)
   raise WfdbError(f"unsupported WFDB format {fmt}")
 
 
@@ -284,7 +284,7 @@ def read_signals(header: Header, check_checksum: bool = True) -> np.ndarray:
     groups.setdefault(s.file_name, []).append(i)
   base = os.path.dirname(header.path)
   n = header.n_samples
-  digital: list[np.ndarray | None] = [None] * header.n_sig
+  blocks = []
   for file_name, idx in groups.items():
     path = os.path.join(base, file_name)
     sigs = [header.signals[i] for i in idx]
@@ -296,46 +296,68 @@ def read_signals(header: Header, check_checksum: bool = True) -> np.ndarray:
       n = block.shape[1]
     elif block.shape[1] != n:
       raise WfdbError(f"{where}: {path} holds {block.shape[1]} samples, others {n}")
-    for row, i in enumerate(idx):
-      digital[i] = block[row]
+    blocks.append((idx, block))
   if not n:
     raise WfdbError(f"{where}: zero-length record (0 samples)")
-  out = np.empty((header.n_sig, n), np.float32)
-  for i, (s, d) in enumerate(zip(header.signals, digital)):
-    out[i] = _to_mv(s, d, check_checksum, where)
-  return out
+  if len(blocks) == 1 and blocks[0][0] == list(range(header.n_sig)):
+    digital = blocks[0][1]  # The usual case: one file, signals in header order.
+  else:
+    dtype = np.result_type(*(b.dtype for _, b in blocks))
+    digital = np.empty((header.n_sig, n), dtype)
+    for idx, block in blocks:
+      digital[idx] = block
+  return _to_mv(header, digital, check_checksum)
 
 
-def _to_mv(s: SignalInfo, d: np.ndarray, check_checksum: bool,
-           where: str) -> np.ndarray:
-  """One signal's digital samples to physical mV, validated."""
-  lead = s.description or s.file_name
-  scale = _TO_MV.get(s.units.lower())
-  if scale is None:
-    raise WfdbError(
-        f"{where}: signal {lead!r} is in units {s.units!r}, not a voltage "
-        "(expected mV, uV or V)")
-  if np.issubdtype(d.dtype, np.floating):
-    if not np.all(np.isfinite(d)):
+def _to_mv(header: Header, d: np.ndarray, check_checksum: bool) -> np.ndarray:
+  """Digital samples (n_sig, n) to physical mV, validated, all signals at once."""
+  where, sigs = header.path, header.signals
+  names = [s.description or s.file_name for s in sigs]
+  scale = np.empty(len(sigs))
+  for i, s in enumerate(sigs):
+    f = _TO_MV.get(s.units.lower())
+    if f is None:
       raise WfdbError(
-          f"{where}: {int(np.sum(~np.isfinite(d)))} NaN or inf samples in signal "
-          f"{lead!r} of {s.file_name}")
-    return ((d - s.baseline) / s.gain * scale).astype(np.float32)
-  d = d.astype(np.int64)
-  invalid = _INVALID.get(s.fmt)
-  if invalid is not None and np.any(d == invalid):
-    raise WfdbError(
-        f"{where}: {int(np.sum(d == invalid))} samples of signal {lead!r} in "
-        f"{s.file_name} hold WFDB's missing-value code {invalid}")
-  if check_checksum and s.checksum is not None:
-    # WFDB checksums are the 16-bit sum of the digital samples; a mismatch means
-    # the bytes do not decode to what was written (corruption, wrong format).
-    got = int(d.sum()) & 0xFFFF
-    if got != s.checksum & 0xFFFF:
+          f"{where}: signal {names[i]!r} is in units {s.units!r}, not a voltage "
+          "(expected mV, uV or V)")
+    scale[i] = f
+  floating = np.issubdtype(d.dtype, np.floating)
+  if floating:
+    bad = ~np.isfinite(d)
+    if bad.any():
+      i = int(np.flatnonzero(bad.any(axis=1))[0])
       raise WfdbError(
-          f"{where}: checksum mismatch for signal {lead!r} in {s.file_name} "
-          f"(header {s.checksum}, data {got}): corrupt or mis-described file")
-  return ((d - s.baseline) * (scale / s.gain)).astype(np.float32)
+          f"{where}: {int(bad.sum())} NaN or inf samples, first in signal "
+          f"{names[i]!r} of {sigs[i].file_name}")
+  else:
+    # The missing-value code is each format's most negative value, so only rows
+    # whose minimum reaches it need a full comparison.
+    mins = d.min(axis=1)
+    for i, s in enumerate(sigs):
+      code = _INVALID.get(s.fmt)
+      if code is not None and mins[i] <= code and np.any(d[i] == code):
+        raise WfdbError(
+            f"{where}: {int(np.sum(d[i] == code))} samples of signal {names[i]!r} in "
+            f"{s.file_name} hold WFDB's missing-value code {code}")
+    if check_checksum:
+      # WFDB checksums are the 16-bit sum of the digital samples; a mismatch means
+      # the bytes do not decode to what was written (corruption, wrong format).
+      got = d.sum(axis=1, dtype=np.int64) & 0xFFFF
+      for i, s in enumerate(sigs):
+        if s.checksum is not None and got[i] != s.checksum & 0xFFFF:
+          raise WfdbError(
+              f"{where}: checksum mismatch for signal {names[i]!r} in "
+              f"{s.file_name} (header {s.checksum}, data {got[i]}): corrupt or "
+              "mis-described file")
+  # Samples of <= 16 bits are exact in float32; wider ones go through float64.
+  work = np.float32 if d.dtype.itemsize <= 2 and not floating else np.float64
+  x = np.empty(d.shape, work)
+  x[...] = d
+  x -= np.array([s.baseline for s in sigs], work)[:, None]
+  x /= np.array([s.gain for s in sigs], work)[:, None]
+  if np.any(scale != 1.0):
+    x *= scale.astype(work)[:, None]
+  return x.astype(np.float32, copy=False)
 
 
 def to_leads(signal: np.ndarray, names: Sequence[str], want: Sequence[str],

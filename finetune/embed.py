@@ -1,10 +1,16 @@
 """Embeds a data set with an exported encoder and writes the embeddings NPZ.
 
   python finetune/embed.py --export runs/stmem_b/export --data "ptbxl:/data/ptbxl" \
-      --out runs/stmem_b/ptbxl_embeddings.npz --n_crops 3
+      --out runs/stmem_b/ptbxl_embeddings.npz
 
-The file holds embeddings, record_id, patient_id, fold, labels and label_names
-(`ecgjax.eval.load_embeddings` reads it back).
+Every record is brought to the export's input contract (rate, length, leads, filter,
+standardisation). --n_crops 0 (the default) follows the model's reference evaluation:
+an ST-MEM export averages 3 crops (starts 0/125/250 of a 2500-sample record) when the
+records are longer than its 2250-sample window, every other case uses 1 crop.
+
+The file holds embeddings (N, D), record_id, patient_id, fold, labels (N, L) and
+label_names (`ecgjax.eval.load_embeddings` reads it back; `finetune/probe.py
+--embeddings` probes it).
 """
 
 import time
@@ -15,7 +21,9 @@ _EXPORT = flags.DEFINE_string("export", None, "export directory (WORKDIR/export)
 _DATA = flags.DEFINE_string("data", None, "data spec of the records to embed")
 _OUT = flags.DEFINE_string("out", None, "output .npz path")
 _BATCH = flags.DEFINE_integer("batch_size", 64, "records per encoder call")
-_N_CROPS = flags.DEFINE_integer("n_crops", 1, "crops per record, embeddings averaged")
+_N_CROPS = flags.DEFINE_integer(
+    "n_crops", 0, "crops per record, embeddings averaged; 0 = the model's reference "
+    "(ST-MEM: 3 when records are longer than the window, else 1)")
 _PROGRESS = flags.DEFINE_bool("progress", True, "progress bar (only on a terminal)")
 flags.mark_flags_as_required(["export", "data", "out"])
 
@@ -27,16 +35,26 @@ def main(argv):
   from ecgjax.train import export as export_lib
 
   try:
+    if _N_CROPS.value < 0:
+      raise ValueError(f"--n_crops must be >= 0 (0 = automatic), got {_N_CROPS.value}")
     export = export_lib.load_export(_EXPORT.value)
+    eval_lib.check_export(export)
     source = data.open_source(_DATA.value)
+    n_crops = _N_CROPS.value or eval_lib.default_n_crops(export, source)
   except (ValueError, OSError) as e:
     raise SystemExit(f"embed.py: error: {e}") from None
+  logging.info("embedding %d records of %s with %s %s, %d crop(s) per record", len(source),
+               _DATA.value, export.config["model"], export.config["variant"], n_crops)
   t0 = time.perf_counter()
-  d = eval_lib.embed_source(export, source, batch_size=_BATCH.value, n_crops=_N_CROPS.value,
-                            progress=_PROGRESS.value)
+  try:
+    d = eval_lib.embed_source(export, source, batch_size=_BATCH.value, n_crops=n_crops,
+                              progress=_PROGRESS.value)
+  except ValueError as e:
+    raise SystemExit(f"embed.py: error: {e}") from None
   path = eval_lib.save_embeddings(_OUT.value, d)
   logging.info("embedded %d records in %.1fs", len(source), time.perf_counter() - t0)
-  print(f"wrote {d['embeddings'].shape[0]} x {d['embeddings'].shape[1]} embeddings to {path}")
+  print(f"wrote {d['embeddings'].shape[0]} x {d['embeddings'].shape[1]} embeddings "
+        f"({n_crops} crop(s) per record) to {path}")
 
 
 if __name__ == "__main__":

@@ -233,3 +233,25 @@ def test_embed_cli_writes_the_embeddings_file(export_dir, tmp_path):
   assert proc.returncode == 0, proc.stderr[-3000:]
   d = eval_lib.load_embeddings(str(out))
   assert d["embeddings"].shape == (5, 64) and tuple(d["label_names"]) == NAMES
+
+
+def test_default_n_crops_follows_the_model_and_the_record_length(mu_export):
+  from ecgjax import data
+  assert eval_lib.default_n_crops(mu_export, data.open_source("synthetic:4")) == 3
+  assert eval_lib.default_n_crops(mu_export, data.open_source("synthetic:4?seconds=9")) == 1
+  other = type(mu_export)(mu_export.directory, dict(mu_export.config, model="ecg_fm"),
+                          mu_export.params)
+  assert eval_lib.default_n_crops(other, data.open_source("synthetic:4")) == 1
+
+
+def test_check_export_names_an_incompatible_model(mu_export):
+  eval_lib.check_export(mu_export)
+  wrong = type(mu_export)(mu_export.directory, dict(mu_export.config, variant="S/75"),
+                          mu_export.params)
+  with pytest.raises(ValueError, match=r"incompatible with the model its config names "
+                                       r"\(st_mem S/75.*with another shape"):
+    eval_lib.check_export(wrong)
+  unknown = type(mu_export)(mu_export.directory, dict(
+      mu_export.config, encoder={"module": "resnet9000", "overrides": {}}), mu_export.params)
+  with pytest.raises(ValueError, match="cannot build: unknown model 'resnet9000'"):
+    eval_lib.check_export(unknown)

@@ -41,7 +41,13 @@ from ecgjax.data.transforms import (
     st_mem_preprocessing,
     standardize,
 )
+from ecgjax.data.formats.prepared import (
+    PreparedMismatchError,
+    PreparedSource,
+    prepare_record,
+)
 from ecgjax.data.pipeline import (
+    TooManyBadRecordsError,
     bad_record_count,
     eval_batches,
     train_dataset,

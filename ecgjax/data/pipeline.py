@@ -3,23 +3,39 @@
 Training stream design (per process):
 
   range(N) -> shuffle(seed, reshuffled every epoch) -> repeat forever
-    -> random_map(load record, preprocess, random crop)   [rng: seed + position]
+    -> random_map(load record, prepare, random crop, finish, augment)
+                                                          [rng: seed + position]
     -> slice(process_index::process_count)                [repeat-then-shard]
-    -> to_iter_dataset -> mp_prefetch(worker_count) -> batch(global/P)
+    -> chunks of CHUNK consecutive elements -> to_iter_dataset
+    -> mp_prefetch(worker_count) -> skip-count-and-batch(global/P) [main process]
 
 Sharding the global stream after the random map means the union of the
 processes' batch s is exactly global positions [s*B, (s+1)*B) with the same
 crops, whatever the process count, and every process yields batches forever.
-Batching after mp_prefetch makes the output independent of worker_count (when
-no record is skipped). The pipeline reads indices rather than wrapping the
-source with `MapDataset.source`, so that a BadRecordError raised while READING
-a record (not only while preprocessing it) is caught and the record skipped.
+Chunks have a fixed size and batches are cut after mp_prefetch, in stream
+order, so the output is independent of worker_count; moving chunks rather than
+single records between processes is what lets workers exceed ~1000 records/s.
+
+Bad records. A record raising BadRecordError (while reading it, preprocessing
+it, or checking its labels) becomes a marker (id, reason) in its chunk instead
+of an example, so it travels through the worker processes like any record and
+is counted by the last stage, in the main process, in stream order: the counts
+and the max_bad_fraction check are exact whatever the worker count, and the
+same record trips the check with 0 or 2 workers. That stage exposes
+`records_seen`, `bad_records` and `bad_examples` on the iterator; the counts
+are part of its state, so they survive a resume.
+
+Prepared data (`prepared:DIR`) carries a "prepared" key with the Preprocessing
+it was made with: `prepare_record` then skips the offline steps (they ran once
+at prepare time) and only reorders leads; crop and finish stay online.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 import concurrent.futures
+import json
+import math
 from typing import Any
 
 from absl import flags
@@ -29,25 +45,40 @@ import numpy as np
 
 from ecgjax.data import sources as sources_lib
 from ecgjax.data import transforms
+from ecgjax.data.formats.prepared import PreparedMismatchError  # pylint: disable=unused-import
+from ecgjax.data.formats.prepared import prepare_record
 
 Batch = dict[str, np.ndarray]
+# (x float32 (leads, samples), rng) -> x: applied after the crop, before finish.
+Augment = Callable[[np.ndarray, np.random.Generator], np.ndarray]
 
-# Per-process record of skipped records (each grain worker has its own).
+# Per-process record of skipped records (logged once per id).
 _BAD_IDS: set[str] = set()
 _BAD_COUNT = [0]
 
+# Keys of the marker element a bad record becomes.
+_BAD_ID, _BAD_REASON = "bad_record_id", "bad_record_reason"
+# At least this many records are read before the bad-fraction check can fire.
+MIN_RECORDS_CHECKED = 100
+# Records per transfer from the preprocessing threads/processes to the batcher.
+CHUNK = 16
+
+
+class TooManyBadRecordsError(RuntimeError):
+  """More bad records than `max_bad_fraction` allows; names the count and examples."""
+
 
 def bad_record_count() -> int:
-  """Number of bad records skipped so far in this process (workers count their own)."""
+  """Number of bad records skipped so far in this process (training and eval)."""
   return _BAD_COUNT[0]
 
 
-def _report_bad(err: sources_lib.BadRecordError) -> None:
+def _report_bad(err: sources_lib.BadRecordError, context: str = "") -> None:
   _BAD_COUNT[0] += 1
   if err.record_id not in _BAD_IDS:  # Once per id, not once per epoch.
     _BAD_IDS.add(err.record_id)
-    logging.warning("skipping bad record %s (%d skipped in this process): %s",
-                    err.record_id, _BAD_COUNT[0], err.reason)
+    logging.warning("skipping bad record %s (%d skipped in this process%s): %s",
+                    err.record_id, _BAD_COUNT[0], context, err.reason)
 
 
 def _check_labels(rec: sources_lib.Record, n_labels: int) -> np.ndarray:
@@ -59,38 +90,180 @@ def _check_labels(rec: sources_lib.Record, n_labels: int) -> np.ndarray:
   return labels
 
 
-# Skipping is for the odd broken file. When most records fail (wrong leads=,
-# wrong fs, a corrupt copy) an endless stream would otherwise spin forever on
-# skips without ever yielding a batch.
-_MAX_BAD_FRACTION, _MIN_SEEN = 0.5, 200
-
-
 class _TrainExample:
-  """grain random map: source index -> example dict, or None for a bad record."""
+  """grain random map: source index -> example dict, or a bad-record marker."""
 
   def __init__(self, source: sources_lib.Source,
-               preprocessing: transforms.Preprocessing):
+               preprocessing: transforms.Preprocessing,
+               augment: Augment | None):
     self.source = source
     self.preprocessing = preprocessing
+    self.augment = augment
     self.n_labels = len(source.label_names)
-    self.seen = self.bad = 0  # Per process: each worker has its own copy.
 
-  def __call__(self, index: int, rng: np.random.Generator) -> Batch | None:
-    self.seen += 1
+  def __call__(self, index: int, rng: np.random.Generator) -> dict[str, Any]:
+    pp = self.preprocessing
     try:
       rec = self.source[int(index)]
-      x, mask = self.preprocessing.process(rec, rng)
+      x, mask = prepare_record(pp, rec)
+      x = pp.finish(transforms.random_crop(x, pp.samples, rng))
+      if self.augment is not None:
+        x = self._augment(x, mask, rng)
       labels = _check_labels(rec, self.n_labels)
     except sources_lib.BadRecordError as e:
-      _report_bad(e)
-      self.bad += 1
-      if self.seen >= _MIN_SEEN and self.bad > _MAX_BAD_FRACTION * self.seen:
-        raise RuntimeError(
-            f"{self.bad} of the last {self.seen} records of {self.source!r} "
-            f"were bad (latest: {e}); fix the data or its spec") from e
-      return None
+      return {_BAD_ID: e.record_id, _BAD_REASON: e.reason}
     return {"signal": x, "lead_mask": mask, "labels": labels,
             "index": np.int64(index)}
+
+  def _augment(self, x: np.ndarray, mask: np.ndarray,
+               rng: np.random.Generator) -> np.ndarray:
+    y = np.asarray(self.augment(x, rng), dtype=np.float32)
+    if y.shape != x.shape:
+      raise ValueError(f"augment {self.augment!r} changed the window's shape "
+                       f"from {x.shape} to {y.shape}")
+    # Absent leads must stay zeros: added noise would make them look recorded.
+    return y * mask[:, None]
+
+
+class _PackChunk:
+  """grain batch_fn: CHUNK consecutive elements -> one dict (good rows stacked, bad listed).
+
+  One transfer per chunk instead of per record: grain's worker processes hand
+  each array over through its own shared-memory segment, which caps a stream of
+  single records near 1000/s in the main process whatever the worker count.
+  """
+
+  def __init__(self, n_leads: int, samples: int, n_labels: int):
+    self.shapes = {"signal": (n_leads, samples), "lead_mask": (n_leads,),
+                   "labels": (n_labels,), "index": ()}
+
+  def __call__(self, elements: list[dict[str, Any]]) -> dict[str, Any]:
+    good = [e for e in elements if _BAD_ID not in e]
+    out = {k: (np.stack([e[k] for e in good]) if good else
+               np.zeros((0,) + shape, np.int64 if k == "index" else np.float32))
+           for k, shape in self.shapes.items()}
+    bad = [(p, e[_BAD_ID], e[_BAD_REASON])
+           for p, e in enumerate(elements) if _BAD_ID in e]
+    out["bad_pos"] = np.array([p for p, _, _ in bad], np.int64)
+    # Strings travel pickled (grain moves only numeric arrays through shared memory).
+    out["bad_text"] = json.dumps([[r, why] for _, r, why in bad])
+    out["size"] = len(elements)
+    return out
+
+
+def _min_checked(max_bad_fraction: float) -> int:
+  """Records read before the check may fire: >= 10 bad at the limit, at least 100."""
+  if max_bad_fraction <= 0:
+    return 1  # Zero tolerance: the first bad record stops the run.
+  return max(MIN_RECORDS_CHECKED, math.ceil(10 / max_bad_fraction))
+
+
+class _SkipCountBatchIterator(grain.DatasetIterator):
+  """Reads chunks, counts and drops bad records in stream order, cuts batches.
+
+  A batch may end inside a chunk, so the state names the parent's state before
+  that chunk and how many of its records were already used.
+  """
+
+  def __init__(self, parent: grain.DatasetIterator, batch_size: int,
+               max_bad_fraction: float, name: str):
+    super().__init__(parent)
+    self._batch_size = batch_size
+    self._max_bad = max_bad_fraction
+    self._min_checked = _min_checked(max_bad_fraction)
+    self._name = name
+    self.records_seen = 0  # Examples and bad records read by this process.
+    self.bad_records = 0
+    self.bad_examples: list[tuple[str, str]] = []  # First few (id, reason).
+    self._chunk: dict[str, Any] | None = None
+    self._chunk_state: dict[str, Any] | None = None  # Parent state before it.
+    self._pos = self._row = self._resume_pos = 0
+
+  def _next_chunk(self) -> None:
+    self._chunk_state = self._parent.get_state()
+    chunk = next(self._parent)
+    chunk["bad"] = dict(zip(chunk["bad_pos"].tolist(),
+                            json.loads(chunk["bad_text"])))
+    self._chunk, self._pos, self._row = chunk, 0, 0
+    # After set_state: the records of this chunk used before the save.
+    for p in range(self._resume_pos):
+      self._row += p not in chunk["bad"]
+    self._pos, self._resume_pos = self._resume_pos, 0
+
+  def __next__(self) -> Batch:
+    pieces, need = [], self._batch_size
+    while need:
+      if self._chunk is None or self._pos == self._chunk["size"]:
+        self._next_chunk()
+      chunk, row0 = self._chunk, self._row
+      while need and self._pos < chunk["size"]:
+        self.records_seen += 1
+        if self._pos in chunk["bad"]:
+          self._skip(*chunk["bad"][self._pos])
+        else:
+          self._row += 1
+          need -= 1
+        self._pos += 1
+        self._check()
+      if self._row > row0:
+        pieces.append((chunk, row0, self._row))
+    return {k: np.concatenate([c[k][a:b] for c, a, b in pieces])
+            for k in ("signal", "lead_mask", "labels", "index")}
+
+  def _skip(self, record_id: str, reason: str) -> None:
+    self.bad_records += 1
+    if len(self.bad_examples) < 5 and all(
+        record_id != r for r, _ in self.bad_examples):
+      self.bad_examples.append((record_id, reason))
+    _report_bad(sources_lib.BadRecordError(record_id, reason),
+                f"; {self.bad_records} of {self.records_seen} records read "
+                "by this stream")
+
+  def _check(self) -> None:
+    seen, bad = self.records_seen, self.bad_records
+    if seen < self._min_checked or bad <= self._max_bad * seen:
+      return
+    examples = "; ".join(f"{r}: {why}" for r, why in self.bad_examples)
+    raise TooManyBadRecordsError(
+        f"{bad} of the {seen} records read from {self._name} were bad "
+        f"({bad / seen:.1%}), above max_bad_fraction={self._max_bad:g} "
+        f"(checked from {self._min_checked} records on). Examples: {examples}. "
+        "List them all with `python -m ecgjax.data inspect SPEC`, fix the data "
+        "or its spec (fs=, leads=), or `python -m ecgjax.data prepare` it once "
+        "(bad records are left out), or raise max_bad_fraction.")
+
+  def get_state(self) -> dict[str, Any]:
+    partial = self._chunk is not None and self._pos < self._chunk["size"]
+    return {"parent": self._chunk_state if partial else self._parent.get_state(),
+            "chunk_pos": self._pos if partial else 0,
+            "records_seen": self.records_seen, "bad_records": self.bad_records}
+
+  def set_state(self, state: dict[str, Any]) -> None:
+    if "chunk_pos" not in state:
+      raise ValueError("this data iterator state was saved by an older ecgjax "
+                       "pipeline; the data position cannot be restored")
+    self._parent.set_state(state["parent"])
+    self._chunk, self._resume_pos = None, int(state["chunk_pos"])
+    self.records_seen = int(state["records_seen"])
+    self.bad_records = int(state["bad_records"])
+
+  def __str__(self) -> str:
+    return f"SkipCountBatchIterator(batch_size={self._batch_size})"
+
+
+class _SkipCountBatch(grain.IterDataset):
+  """IterDataset of `_SkipCountBatchIterator` (see the module docstring)."""
+
+  def __init__(self, parent: grain.IterDataset, batch_size: int,
+               max_bad_fraction: float, name: str):
+    super().__init__(parent)
+    self._args = (batch_size, max_bad_fraction, name)
+
+  def __iter__(self) -> _SkipCountBatchIterator:
+    return _SkipCountBatchIterator(self._parent.__iter__(), *self._args)
+
+  def __str__(self) -> str:
+    return f"SkipCountBatch(batch_size={self._args[0]})"
 
 
 def _derived_seed(seed: int, stream: int) -> int:
@@ -108,6 +281,8 @@ def train_dataset(
     worker_count: int = 0,
     worker_buffer_size: int = 2,
     read_threads: int = 4,
+    max_bad_fraction: float = 0.01,
+    augment: Augment | None = None,
 ) -> grain.IterDataset:
   """The training stream as a grain IterDataset (see the module docstring)."""
   if global_batch_size % process_count:
@@ -118,6 +293,11 @@ def train_dataset(
     raise ValueError(f"process_index {process_index} not in [0, {process_count})")
   if len(source) == 0:
     raise ValueError(f"{source!r} has no records")
+  if not 0 <= max_bad_fraction < 1:
+    # 1 would let a stream of nothing but bad records spin forever.
+    raise ValueError(f"max_bad_fraction must be in [0, 1), got {max_bad_fraction}")
+  if augment is not None and not callable(augment):
+    raise TypeError(f"augment must be callable (x, rng) -> x, got {augment!r}")
   if worker_count > 0 and not flags.FLAGS.is_parsed():
     raise RuntimeError(
         "grain worker processes read absl flags: run under absl.app.run, or "
@@ -126,20 +306,24 @@ def train_dataset(
   local_batch = global_batch_size // process_count
   ds = grain.MapDataset.range(len(source))
   ds = ds.shuffle(seed=_derived_seed(seed, 0)).repeat()
-  ds = ds.random_map(_TrainExample(source, preprocessing),
+  ds = ds.random_map(_TrainExample(source, preprocessing, augment),
                      seed=_derived_seed(seed, 1))
   ds = ds[process_index::process_count]
+  # Fixed size (not tied to the worker count), so the element order is too.
+  ds = ds.batch(CHUNK, batch_fn=_PackChunk(
+      len(preprocessing.leads), preprocessing.samples, len(source.label_names)))
+  batch_chunks = math.ceil(local_batch / CHUNK)
   it = ds.to_iter_dataset(grain.ReadOptions(
       num_threads=read_threads,
-      prefetch_buffer_size=(max(read_threads, 2 * local_batch)
+      prefetch_buffer_size=(max(read_threads, 2 * batch_chunks)
                             if read_threads else 0)))
   if worker_count > 0:
     it = it.mp_prefetch(grain.MultiprocessingOptions(
         num_workers=worker_count,
-        # Counted in batches by the caller; the workers hand over elements.
-        per_worker_buffer_size=max(1, worker_buffer_size * local_batch
-                                   // worker_count)))
-  return it.batch(local_batch, drop_remainder=True)
+        # Counted in batches by the caller; the workers hand over chunks.
+        per_worker_buffer_size=max(
+            1, math.ceil(worker_buffer_size * batch_chunks / worker_count))))
+  return _SkipCountBatch(it, local_batch, max_bad_fraction, repr(source))
 
 
 def train_iterator(
@@ -153,16 +337,34 @@ def train_iterator(
     worker_count: int = 0,
     worker_buffer_size: int = 2,
     read_threads: int = 4,
+    max_bad_fraction: float = 0.01,
+    augment: Augment | None = None,
 ) -> grain.DatasetIterator:
   """Endless iterator of local training batches with get_state()/set_state().
 
   Batches: signal float32 (b, leads, samples), lead_mask float32 (b, leads),
   labels float32 (b, n_labels), index int64 (b,) (source indices), where
-  b = global_batch_size // process_count. Records raising BadRecordError are
-  skipped and logged (a RuntimeError if most records are bad). Save the
-  iterator with orbax through `grain.checkpoint.CheckpointSave(it)` /
-  `CheckpointRestore(it)`; a state restores only into an iterator built with
-  the same source, seed, batch size, process and worker counts.
+  b = global_batch_size // process_count; nothing else, so a batch goes to the
+  devices as it is. Save the iterator with orbax through
+  `grain.checkpoint.CheckpointSave(it)` / `CheckpointRestore(it)`; a state
+  restores only into an iterator built with the same source, seed, batch size,
+  process and worker counts.
+
+  Bad records (BadRecordError) are skipped, logged once per id and counted on
+  the iterator: `it.records_seen`, `it.bad_records` (this process's share of
+  the stream) and `it.bad_examples` (first (id, reason) pairs). Past
+  `max_bad_fraction` of the records read (checked once
+  max(100, 10 / max_bad_fraction) records have been read: 1000 at the default
+  1%, so the limit means >= 10 bad records and a few unlucky early ones do not
+  stop a run; 0: the first bad record stops it) it raises
+  TooManyBadRecordsError. Each process checks its own share.
+
+  augment: `(x, rng) -> x` on the cropped window AFTER `finish` standardised it,
+  as the references do (AnyECG-CCTA z-scores, then scales by U(0.9, 1.1); ST-MEM's
+  RandAugment acts on the normalised signal): augmenting before a z-score would
+  cancel any amplitude scaling. Amplitudes are therefore in standardised units.
+  Absent leads (mask 0) are zeroed again afterwards. It runs in the grain
+  workers: make it picklable.
 
   worker_count: grain worker processes (0: in this process, `read_threads`
   threads); worker_buffer_size: batches each worker keeps ready.
@@ -171,20 +373,19 @@ def train_iterator(
       source, preprocessing, global_batch_size=global_batch_size, seed=seed,
       process_index=process_index, process_count=process_count,
       worker_count=worker_count, worker_buffer_size=worker_buffer_size,
-      read_threads=read_threads))
+      read_threads=read_threads, max_bad_fraction=max_bad_fraction,
+      augment=augment))
 
 
 def _eval_example(source, preprocessing, n_crops, n_labels, index):
   try:
     rec = source[int(index)]
-    x, mask = preprocessing.prepare(rec)
+    x, mask = prepare_record(preprocessing, rec)
     return rec, preprocessing.crops_of(x, n_crops), mask, _check_labels(
         rec, n_labels)
   except sources_lib.BadRecordError as e:
     _report_bad(e)
     return None
-
-
 def _stack_eval(items: list[tuple[Any, ...]], batch_size: int,
                 template: dict[str, np.ndarray]) -> Batch:
   """Stacks examples and pads to batch_size with zeros / valid=False."""

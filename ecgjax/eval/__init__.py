@@ -1,13 +1,17 @@
-"""Evaluation of frozen encoders: embeddings, probes and their metrics."""
+"""Evaluation of frozen encoders: embeddings, probes, protocols, metrics and reports."""
 
-from ecgjax.eval.embed import EMBEDDING_KEYS, embed_source, load_embeddings, save_embeddings
+from ecgjax.eval.embed import (
+    EMBEDDING_KEYS, check_export, default_n_crops, embed_source, load_embeddings,
+    save_embeddings)
 from ecgjax.eval.metrics import SingleClassWarning, auprc, auroc, format_table, summarize
 from ecgjax.eval.probes import (
-    PROBES, ProbeError, check_splits, evaluate, fit_predict_logreg, get_probe)
+    PROBES, ProbeError, SingleClassTrainingWarning, check_splits, evaluate,
+    fit_predict_logreg, fit_predict_mlp, fit_predict_xgboost, get_probe)
 
 __all__ = [
-    "EMBEDDING_KEYS", "PROBES", "ProbeError", "SingleClassWarning", "auprc", "auroc",
-    "check_splits",
-    "embed_source", "evaluate", "fit_predict_logreg", "format_table", "get_probe",
-    "load_embeddings", "save_embeddings", "summarize",
+    "EMBEDDING_KEYS", "PROBES", "ProbeError", "SingleClassTrainingWarning",
+    "SingleClassWarning", "auprc", "auroc", "check_export", "check_splits", "default_n_crops",
+    "embed_source", "evaluate", "fit_predict_logreg", "fit_predict_mlp",
+    "fit_predict_xgboost", "format_table", "get_probe", "load_embeddings", "save_embeddings",
+    "summarize",
 ]

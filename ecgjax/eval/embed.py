@@ -5,6 +5,12 @@ runs the encoder in fixed-size jitted batches (the last batch is padded, so one 
 compiles once) and, with `n_crops > 1`, averages the embeddings of the crops (ST-MEM
 evaluates 3 crops of 2250 samples at starts 0/125/250 of a 2500-sample record).
 
+`default_n_crops` follows the model's reference evaluation: ST-MEM exports get 3 crops when
+the source's records are longer than the contract's window (a 2500-sample record at 250 Hz
+against 2250), else 1; every other model gets 1. Records no longer than the window give 3
+identical crops, whose mean is the single-crop embedding, so the choice per source equals
+the per-record rule.
+
 Embedding files are NPZ with exactly the keys of `EMBEDDING_KEYS`, strings stored as
 unicode arrays so they load with `allow_pickle=False`.
 """
@@ -69,6 +75,77 @@ def make_embed_fn(export: Any):
   return _cached_embed_fn(enc["module"], export.config["variant"],
                           json.dumps(enc.get("overrides", {}), sort_keys=True),
                           _lead_idx(export))
+
+
+# Crops the reference implementation of each model evaluates with (by export "model").
+REFERENCE_N_CROPS: dict[str, int] = {"st_mem": 3}
+
+
+def default_n_crops(export: Any, source: Any, *, probe_records: int = 3) -> int:
+  """The model's reference crop count if `source`'s records are longer than the window, else 1.
+
+  Looks at the first, middle and last record (their length at the contract's sampling
+  rate); records that fail to load are passed over.
+  """
+  n_ref = REFERENCE_N_CROPS.get(str(export.config.get("model")), 1)
+  if n_ref == 1 or not len(source):
+    return 1
+  pp = export.preprocessing
+  picks = sorted({0, len(source) // 2, len(source) - 1})[:probe_records]
+  for i in picks:
+    try:
+      rec = source[i]
+    except data_lib.BadRecordError:
+      continue
+    if round(rec["signal"].shape[-1] * pp.fs / rec["fs"]) > pp.samples:
+      return n_ref
+  return 1
+
+
+def check_export(export: Any) -> None:
+  """Raises ValueError unless the export's params fit the encoder its config names.
+
+  Catches exports of another model (or size) before any record is embedded: builds the
+  module, traces its init on the contract's input shape and compares parameter paths and
+  shapes.
+  """
+  where = f"export {export.directory}"
+  try:
+    module = export.module
+  except (ValueError, TypeError, KeyError) as e:
+    raise ValueError(f"{where} names an encoder this ecgjax cannot build: {e}") from None
+  pp = export.preprocessing
+  shape = (1, len(pp.leads), pp.samples)
+  kwargs = {}
+  idx = _lead_idx(export)
+  if idx is not None:
+    kwargs["lead_idx"] = np.asarray(idx, np.int32)
+  try:
+    want = jax.eval_shape(lambda: module.init(jax.random.PRNGKey(0), jnp.zeros(shape),
+                                              **kwargs))["params"]
+  except Exception as e:  # pylint: disable=broad-except
+    raise ValueError(f"{where}: its encoder ({export.config['encoder']['module']} "
+                     f"{export.config['variant']}) does not accept the input contract "
+                     f"({len(pp.leads)} leads x {pp.samples} samples): {e}") from None
+  flat = lambda t: {jax.tree_util.keystr(k): tuple(np.shape(v))
+                    for k, v in jax.tree_util.tree_flatten_with_path(t)[0]}
+  have, need = flat(export.params), flat(want)
+  missing = sorted(set(need) - set(have))
+  extra = sorted(set(have) - set(need))
+  shape = sorted(k for k in set(need) & set(have) if need[k] != have[k])
+  if missing or extra or shape:
+    bits = []
+    if missing:
+      bits.append(f"{len(missing)} parameter(s) missing (e.g. {missing[0]})")
+    if extra:
+      bits.append(f"{len(extra)} unexpected (e.g. {extra[0]})")
+    if shape:
+      k = shape[0]
+      bits.append(f"{len(shape)} with another shape (e.g. {k}: {have[k]} vs {need[k]})")
+    raise ValueError(
+        f"{where} is incompatible with the model its config names "
+        f"({export.config['model']} {export.config['variant']}, module "
+        f"{export.config['encoder']['module']}): {'; '.join(bits)}")
 
 
 def embed_source(export: Any, source: Any, *, batch_size: int = 64, n_crops: int = 1,

@@ -52,9 +52,10 @@ def preprocessing_from_config(config: ml_collections.ConfigDict) -> data_lib.Pre
 
 
 def _example_batch(source, preprocessing, n: int) -> dict[str, np.ndarray]:
-  x = preprocessing(source[0])
-  return {"signal": np.zeros((n,) + x.shape, np.float32),
-          "lead_mask": np.ones((n, x.shape[0]), np.float32),
+  # Shapes come from the contract, not from a record: record 0 may be a bad one.
+  leads = len(preprocessing.leads)
+  return {"signal": np.zeros((n, leads, preprocessing.samples), np.float32),
+          "lead_mask": np.ones((n, leads), np.float32),
           "labels": np.zeros((n, len(source.label_names)), np.float32),
           "index": np.zeros((n,), np.int32)}
 
@@ -90,7 +91,8 @@ def train(config: ml_collections.ConfigDict, workdir: str, *,
   preprocessing = preprocessing_from_config(config)
   data_iter = data_lib.train_iterator(
       source, preprocessing, global_batch_size=config.batch_size, seed=config.seed,
-      process_index=proc, process_count=n_proc, worker_count=config.data_workers)
+      process_index=proc, process_count=n_proc, worker_count=config.data_workers,
+      max_bad_fraction=config.max_bad_fraction)
   objective = objectives_lib.build(config)
   example = _example_batch(source, preprocessing, n=1)
 
@@ -141,7 +143,9 @@ def train(config: ml_collections.ConfigDict, workdir: str, *,
       if step % config.log_every_steps == 0 or step == config.total_steps:
         host = jax.device_get(metrics)
         _check_finite(state, f"logged at step {step}")
-        record = writer.write(step, {**host, "lr": float(schedule(step - 1))})
+        record = writer.write(step, {**host, "lr": float(schedule(step - 1)),
+                                     "bad_records": data_iter.bad_records,
+                                     "records_seen": data_iter.records_seen})
       if config.vis_every_steps and (step % config.vis_every_steps == 0
                                      or step == config.total_steps):
         if vis_batch is None:
@@ -176,8 +180,9 @@ def train(config: ml_collections.ConfigDict, workdir: str, *,
 
 
 def _example_records(source, preprocessing, n: int) -> dict[str, np.ndarray]:
-  xs = [preprocessing(source[i]) for i in range(min(n, len(source)))]
-  return {"signal": np.stack(xs)}
+  # eval_batches knows prepared records (already filtered) and skips bad ones.
+  batch = next(iter(data_lib.eval_batches(source, preprocessing, batch_size=n)))
+  return {"signal": batch["signal"][batch["valid"], 0]}
 
 
 def load_config_json(workdir: str) -> dict[str, Any]:

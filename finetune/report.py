@@ -1,0 +1,58 @@
+"""Evaluates a table of predictions made anywhere: the probe's metrics, report and plots.
+
+  python finetune/report.py --predictions preds.csv --report out/ --threshold sens=0.9 --json
+
+The CSV has columns record_id, patient_id, fold and, per label, y_<label> (0/1) and
+p_<label> (probability); optional repeat and cv_fold columns (as `finetune/probe.py
+--predictions_out` writes them) make it a repeated protocol with per-repeat and per-fold
+numbers. Prints AUROC/AUPRC with 95% bootstrap CIs; --report writes report.json,
+report.md and the PNG figures.
+"""
+
+import json
+
+from absl import app, flags
+
+_PREDICTIONS = flags.DEFINE_string("predictions", None, "predictions CSV")
+_REPORT = flags.DEFINE_string("report", None, "directory for report.json, report.md, PNGs")
+_LABELS = flags.DEFINE_list("labels", [], "evaluate only these labels")
+_THRESHOLD = flags.DEFINE_string("threshold", "youden", "operating point: youden, a "
+                                 "probability (0.5) or a target sensitivity (sens=0.9)")
+_BOOTSTRAP = flags.DEFINE_integer("bootstrap", 1000, "bootstrap resamples for the 95% CIs")
+_SEED = flags.DEFINE_integer("seed", 0, "bootstrap seed")
+_CAL_BINS = flags.DEFINE_integer("calibration_bins", 10, "bins of the calibration curve")
+_CAL_STRATEGY = flags.DEFINE_enum("calibration_strategy", "quantile", ["quantile", "uniform"],
+                                  "calibration bins with equal counts or equal widths")
+_JSON = flags.DEFINE_bool("json", False, "print the results as one JSON object, last line")
+flags.mark_flags_as_required(["predictions"])
+
+
+def main(argv):
+  del argv
+  from ecgjax.eval import predictions as pred_lib  # pylint: disable=g-import-not-at-top
+  from ecgjax.eval import report as report_lib  # pylint: disable=g-import-not-at-top
+
+  try:
+    pred = pred_lib.read_csv(_PREDICTIONS.value)
+    if _LABELS.value:
+      pred = pred.select(_LABELS.value)
+    r = report_lib.build(pred, threshold=_THRESHOLD.value, n_bootstrap=_BOOTSTRAP.value,
+                         seed=_SEED.value, calibration_bins=_CAL_BINS.value,
+                         calibration_strategy=_CAL_STRATEGY.value,
+                         meta={"title": f"Evaluation of {_PREDICTIONS.value}",
+                               "protocol": "predictions",
+                               "predictions_file": _PREDICTIONS.value})
+  except (ValueError, OSError) as e:
+    raise SystemExit(f"report.py: error: {e}") from None
+  print(report_lib.text_table(r, title=f"{_PREDICTIONS.value}: {r['n_rows']} predictions of "
+                                       f"{r['n_records']} records"))
+  if _REPORT.value:
+    paths = report_lib.write(r, _REPORT.value, seed=_SEED.value)
+    print(f"wrote {len(paths)} report files to {_REPORT.value}")
+  if _JSON.value:
+    print(json.dumps(report_lib.json_safe(report_lib.summary(r)), allow_nan=False),
+          flush=True)
+
+
+if __name__ == "__main__":
+  app.run(main)

@@ -30,6 +30,7 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   c.data = "synthetic:20000?seed=0&fs=250&seconds=10"
   c.data_workers = 8              # grain worker processes per host (0 = in the main process)
   c.max_bad_fraction = 0.01       # unreadable records are skipped; past this fraction, stop
+  c.augment = "none"              # none | st_mem_randaugment (after standardisation, in workers)
   c.input = ml_collections.ConfigDict()  # the input contract, recorded in the export
   c.input.fs = 250.0              # Hz, after FFT resampling
   c.input.samples = 2250          # 9 s random crop = 30 patches of 75

@@ -162,3 +162,15 @@ def test_bfloat16_compute_trains_with_float32_params(tmp_path):
   bf16, f32 = _losses(tmp_path / "bf16"), _losses(tmp_path / "f32")
   assert np.isfinite(bf16).all()
   np.testing.assert_allclose(bf16, f32, rtol=0.05)  # same model, coarser arithmetic
+
+
+def test_config_augmentation_reaches_the_pipeline(tmp_path):
+  c = helpers.tiny_stmem_config(total_steps=2, export_at_end=False)
+  loop.train(c, str(tmp_path / "plain"))
+  c.augment = "st_mem_randaugment"
+  loop.train(c, str(tmp_path / "aug"))
+  plain, aug = _losses(tmp_path / "plain"), _losses(tmp_path / "aug")
+  assert np.isfinite(aug).all() and not np.allclose(plain, aug)
+  c.augment = "mixup"
+  with pytest.raises(ValueError, match="config.augment='mixup'"):
+    loop.train(c, str(tmp_path / "bad"))

@@ -46,6 +46,17 @@ class _SigtermFlag:
       signal.signal(signal.SIGTERM, self._old)
 
 
+def augmenter_from_config(config: ml_collections.ConfigDict):
+  """`config.augment` -> a picklable `(x, rng) -> x` run in the grain workers, or None."""
+  from ecgjax.data import augment  # pylint: disable=g-import-not-at-top
+  name = config.augment
+  if name == "none":
+    return None
+  if name == "st_mem_randaugment":
+    return augment.StMemRandAugment(fs=config.input.fs)
+  raise ValueError(f"config.augment={name!r} is unknown; known: none, st_mem_randaugment")
+
+
 def preprocessing_from_config(config: ml_collections.ConfigDict) -> data_lib.Preprocessing:
   """The input contract declared in `config.input`."""
   return data_lib.Preprocessing.from_dict(config.input.to_dict())
@@ -92,7 +103,7 @@ def train(config: ml_collections.ConfigDict, workdir: str, *,
   data_iter = data_lib.train_iterator(
       source, preprocessing, global_batch_size=config.batch_size, seed=config.seed,
       process_index=proc, process_count=n_proc, worker_count=config.data_workers,
-      max_bad_fraction=config.max_bad_fraction)
+      max_bad_fraction=config.max_bad_fraction, augment=augmenter_from_config(config))
   objective = objectives_lib.build(config)
   example = _example_batch(source, preprocessing, n=1)
 

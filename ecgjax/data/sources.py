@@ -72,6 +72,16 @@ def make_record(
   return rec
 
 
+def id_text(value: str) -> str:
+  """An id as text: "15709.0" -> "15709" (CSV writers such as pandas store integer ids as floats)."""
+  value = value.strip()
+  try:
+    f = float(value)
+  except ValueError:
+    return value
+  return str(int(f)) if f.is_integer() else value
+
+
 class Source(abc.ABC):
   """A random-access collection of records (see the module docstring)."""
 

@@ -72,15 +72,6 @@ def _flag(text: str, where: str) -> float:
   raise ValueError(f"code15: {where}: bad label value {text!r}")
 
 
-def _id_text(value: str) -> str:
-  value = value.strip()
-  try:
-    f = float(value)
-  except ValueError:
-    return value
-  return str(int(f)) if f.is_integer() else value
-
-
 def _read_exams(path: str) -> dict[int, tuple[str, np.ndarray]]:
   """exam_id -> (patient_id, labels) from exams.csv."""
   with open(path, newline="", encoding="utf-8") as f:
@@ -93,7 +84,7 @@ def _read_exams(path: str) -> dict[int, tuple[str, np.ndarray]]:
     for row in reader:
       eid = int(float(row["exam_id"]))
       where = f"{path}, exam {eid}"
-      out[eid] = (_id_text(row["patient_id"]) or str(eid),
+      out[eid] = (sources.id_text(row["patient_id"]) or str(eid),
                   np.array([_flag(row[c], where) for c in LABEL_NAMES], np.float32))
   return out
 

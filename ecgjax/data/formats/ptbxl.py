@@ -50,16 +50,6 @@ def _parse_label_set(text: str) -> str:
   return value
 
 
-def _id_text(value: str) -> str:
-  """"15709.0" -> "15709" (pandas wrote integer ids as floats)."""
-  value = value.strip()
-  try:
-    f = float(value)
-  except ValueError:
-    return value
-  return str(int(f)) if f.is_integer() else value
-
-
 def _read_csv(path: str) -> list[dict[str, str]]:
   if not os.path.isfile(path):
     raise ValueError(f"ptbxl: missing index file {path}")
@@ -146,7 +136,7 @@ class PtbxlSource(sources.Source):
     self._files: list[str] = []
     unknown = 0
     for i, r in enumerate(rows):
-      rid = _id_text(r["ecg_id"])
+      rid = sources.id_text(r["ecg_id"])
       try:
         codes = ast.literal_eval(r["scp_codes"] or "{}")
         if not isinstance(codes, dict):
@@ -158,7 +148,7 @@ class PtbxlSource(sources.Source):
       self._labels[i], k = _codes_to_labels(codes, statements, label_set, index)
       unknown += k
       self._record_id[i] = rid
-      self._patient_id[i] = _id_text(r["patient_id"]) or rid
+      self._patient_id[i] = sources.id_text(r["patient_id"]) or rid
       self._files.append(r[file_col].strip())
     if unknown:
       logging.warning("ptbxl: %d scp_codes entries in %s are not in %s; ignored",

@@ -34,3 +34,14 @@ def parse_arg(arg: str | None, **defaults: Any) -> ml_collections.ConfigDict:
     else:
       out[key] = type(default)(value)
   return ml_collections.ConfigDict(out)
+
+
+def sibling_config(this_file: str, name: str):
+  """Imports `configs/<name>.py` beside `this_file`: config files are loaded by path, not package."""
+  import importlib.util  # pylint: disable=g-import-not-at-top
+  import os  # pylint: disable=g-import-not-at-top
+  path = os.path.join(os.path.dirname(os.path.abspath(this_file)), f"{name}.py")
+  spec = importlib.util.spec_from_file_location(f"ecgjax_config_{name}", path)
+  module = importlib.util.module_from_spec(spec)
+  spec.loader.exec_module(module)
+  return module

@@ -45,3 +45,16 @@ def test_corpus_preset_records_what_the_data_already_had():
   assert c.input.standardize == "per_lead" and tuple(c.input.bandpass) == (0.5, 40.0)
   with pytest.raises(ValueError, match="known corpora"):
     stmem.get_config("corpus=mimic")
+
+
+@pytest.mark.parametrize("variant", ["mu", "small", "base"])
+def test_ecgfm_config_builds_its_objective(variant):
+  from configs import ecgfm
+  from ecgjax import objectives
+  c = ecgfm.get_config(f"variant={variant}")
+  assert (c.objective, c.model, c.input.fs, c.input.samples) == ("wav2vec2", "ecg_fm", 500.0, 2500)
+  assert c.base_lr * c.batch_size / 256 == pytest.approx(5e-5) and c.min_lr_ratio == 1.0
+  obj = objectives.build(c)
+  assert obj.export_encoder.__self__ is obj
+  local = ecgfm.get_config(f"variant={variant},runlocal")
+  assert local.batch_size == 16 and "mask_ratio" not in local

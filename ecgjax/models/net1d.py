@@ -29,7 +29,7 @@ BN_MOMENTUM = 0.9
 _VARIANTS: dict[str, dict[str, Any]] = {
     "ecgfounder": dict(stem_filters=64, filters=(64, 160, 160, 400, 400, 1024, 1024),
                        blocks=(2, 2, 2, 3, 3, 4, 4), num_classes=150),
-    "8m": dict(stem_filters=64, filters=(32, 64, 64, 160, 160, 512, 512),
+    "8m": dict(stem_filters=32, filters=(32, 64, 64, 160, 160, 512, 512),
                blocks=(2, 2, 2, 3, 3, 4, 4), num_classes=150),
     "mu": dict(stem_filters=16, filters=(16, 32, 32, 64), blocks=(2, 2, 2, 2), num_classes=5),
 }
@@ -164,7 +164,7 @@ class Net1D(nn.Module):
                        use_fast_variance=False, dtype=self.dtype, param_dtype=jnp.float32,
                        name="stem_bn")(x)
     x = nn.swish(x)
-    self.sow("intermediates", "stem", x)
+    self.sow("intermediates", "stem_out", x)
     for s, (out, n) in enumerate(zip(self.filters, self.blocks)):
       mid = int(out * self.ratio)
       for b in range(n):
@@ -173,7 +173,7 @@ class Net1D(nn.Module):
                        first_of_network=(s == 0 and b == 0), use_bn=self.use_bn,
                        use_dropout=self.use_dropout, dropout_rate=self.dropout_rate,
                        dtype=self.dtype, name=f"stage{s}_block{b}")(x, train)
-      self.sow("intermediates", f"stage{s}", x)
+      self.sow("intermediates", f"stage{s}_out", x)
     features = jnp.mean(x.astype(jnp.float32), axis=1)
     logits = nn.Dense(self.num_classes, dtype=self.dtype, name="head")(features)
     return logits.astype(jnp.float32), {"features": features}

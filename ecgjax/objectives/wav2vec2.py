@@ -1,0 +1,191 @@
+"""The wav2vec 2.0 objective ("wav2vec2") that pretrains ECG-FM (SPEC.md section 2).
+
+Shapes stay static under jit: every frame is predicted and scored, and the contrastive loss,
+code statistics and negatives are weighted or drawn by the (per-record, variable-size) span
+mask instead of gathering a ragged set of masked frames.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import ml_collections
+
+from ecgjax import models
+from ecgjax.models import ecg_fm
+from ecgjax.objectives import base, register
+from ecgjax.objectives.masked_autoencoder import compute_dtype
+
+# Config keys this objective reads beyond variant / dtype / input.samples, with the reference's
+# pretraining values (SPEC.md section 2).
+DEFAULTS: dict[str, Any] = dict(
+    mask_prob=0.65,  # nominal masked share: spans = int(p * frames / mask_length + U)
+    mask_length=10,  # frames per span
+    min_masks=2,  # at least this many spans per record
+    num_negatives=100,  # distractors per masked frame, from the same record's masked frames
+    logit_temp=0.1,  # cosine similarity / logit_temp
+    diversity_weight=0.1,  # (num_vars - perplexity) / num_vars
+    feature_pen_weight=10.0,  # mean(raw CNN features ** 2)
+    gumbel_temperature=(2.0, 0.5, 0.999995),  # (start, end, decay per update)
+)
+
+
+def gumbel_temperature(step: jax.Array, start: float, end: float, decay: float) -> jax.Array:
+  """max(start * decay ** step, end), annealed per optimizer update."""
+  # exp(step * log(decay)) with the log taken in float64: float32(0.999995) ** step drifts by
+  # ~0.3% at 1e5 steps because the decay itself rounds.
+  return jnp.maximum(start * jnp.exp(step.astype(jnp.float32) * math.log(decay)), end)
+
+
+def span_mask(key: jax.Array, frames: int, mask_prob: float, mask_length: int,
+              min_masks: int) -> jax.Array:
+  """(frames,) bool: int(p * T / L + U) (>= min_masks) distinct span starts in [0, T - L).
+
+  Spans may overlap (as in the reference), so the masked share is below `mask_prob`: with T=156,
+  L=10, p=0.65 about 10.6 spans cover ~49% of the frames.
+  """
+  k_num, k_pos = jax.random.split(key)
+  starts_range = frames - mask_length
+  num = jnp.floor(mask_prob * frames / mask_length + jax.random.uniform(k_num)).astype(jnp.int32)
+  num = jnp.clip(num, min_masks, starts_range)
+  # The `num` smallest of iid uniforms pick `num` distinct starts uniformly without replacement.
+  rank = jnp.argsort(jnp.argsort(jax.random.uniform(k_pos, (starts_range,))))
+  starts = jnp.zeros((frames,), jnp.int32).at[:starts_range].set((rank < num).astype(jnp.int32))
+  # Frame t is masked when a span starts in (t - L, t]: a windowed sum of the start indicator.
+  c = jnp.cumsum(starts)
+  before = jnp.concatenate([jnp.zeros((mask_length,), jnp.int32), c[:-mask_length]])
+  return (c - before) > 0
+
+
+def sample_negatives(key: jax.Array, mask: jax.Array, num: int) -> jax.Array:
+  """(T,) mask -> (T, num) frame indices drawn uniformly from the OTHER masked frames.
+
+  Rows of unmasked frames are drawn too (fixed shapes) but carry no weight in the loss.
+  """
+  t = mask.shape[0]
+  masked_count = mask.sum()
+  # Masked frame positions first, in time order: order[j] is the j-th masked frame.
+  order = jnp.argsort(jnp.where(mask, 0, 1) * t + jnp.arange(t))
+  rank = jnp.cumsum(mask) - 1  # j of each masked frame
+  # Draw j from the M - 1 other masked frames, then skip over the frame's own rank.
+  j = jnp.floor(jax.random.uniform(key, (t, num)) * jnp.maximum(masked_count - 1, 1))
+  j = j.astype(jnp.int32)
+  j = jnp.where(j >= rank[:, None], j + 1, j)
+  return order[jnp.clip(j, 0, t - 1)]
+
+
+def _cosine(a: jax.Array, b: jax.Array) -> jax.Array:
+  """(B, T, F) x (B, S, F) -> (B, T, S) cosine similarities (norms clamped at 1e-8)."""
+  a = a / jnp.maximum(jnp.linalg.norm(a, axis=-1, keepdims=True), 1e-8)
+  b = b / jnp.maximum(jnp.linalg.norm(b, axis=-1, keepdims=True), 1e-8)
+  return jnp.einsum("btf,bsf->bts", a, b)
+
+
+def perplexity(probs: jax.Array, weight: jax.Array) -> jax.Array:
+  """Sum over groups of exp(entropy) of the weight-averaged code distribution; probs (B,T,G,V)."""
+  avg = jnp.einsum("btgv,bt->gv", probs, weight) / jnp.maximum(weight.sum(), 1.0)
+  return jnp.exp(-jnp.sum(avg * jnp.log(avg + 1e-7), -1)).sum()
+
+
+class Wav2Vec2(base.Objective):
+  """ECG-FM pretraining: contrastive + codebook diversity + feature penalty."""
+
+  def __init__(self, variant: str, *, samples: int, dtype: str = "float32", **options: Any):
+    unknown = set(options) - set(DEFAULTS)
+    if unknown:
+      raise ValueError(f"unknown wav2vec2 options {sorted(unknown)}; known: {sorted(DEFAULTS)}")
+    self.opts = {**DEFAULTS, **options}
+    self.variant = variant
+    self.samples = int(samples)
+    self.frames = self.samples
+    for _ in range(4):  # four stride-2, kernel-2 convolutions
+      self.frames = (self.frames - 2) // 2 + 1
+    if self.frames <= self.opts["mask_length"]:
+      raise ValueError(f"{samples} samples give {self.frames} frames, too few for spans of "
+                       f"{self.opts['mask_length']}")
+    self.model = models.build_model("ecg_fm", variant, dtype=compute_dtype(dtype))
+    self.num_vars = self.model.latent_groups * self.model.latent_vars
+
+  def masks(self, rng: jax.Array, index: jax.Array | None, batch_size: int) -> jax.Array:
+    """(B, T) span masks keyed per record by its source index (independent of batch layout)."""
+    if index is None:
+      index = jnp.arange(batch_size)
+    o = self.opts
+    keys = jax.vmap(lambda i: jax.random.fold_in(rng, i))(index)
+    return jax.vmap(lambda k: span_mask(k, self.frames, o["mask_prob"], o["mask_length"],
+                                        o["min_masks"]))(keys)
+
+  def init(self, rng, batch):
+    """Params from a batch of the training shape; no mutable collections."""
+    x = jnp.asarray(batch["signal"])
+    p_rng, g_rng = jax.random.split(rng)
+    mask = jnp.zeros((x.shape[0], self.frames), bool)
+    variables = self.model.init({"params": p_rng, "gumbel": g_rng}, x, mask)
+    return variables["params"], {}
+
+  def loss(self, params, collections, batch, rng, step):
+    """Contrastive CE (positive at index 0) + weighted diversity and feature penalty."""
+    o = self.opts
+    x = batch["signal"]
+    index = batch.get("index")
+    mask_rng, neg_rng, drop_rng, gumbel_rng = jax.random.split(rng, 4)
+    mask = self.masks(mask_rng, index, x.shape[0])
+    tau = gumbel_temperature(jnp.asarray(step), *o["gumbel_temperature"])
+    out = self.model.apply({"params": params}, x, mask, tau, train=True,
+                           rngs={"dropout": drop_rng, "gumbel": gumbel_rng})
+
+    keys = jax.vmap(lambda i: jax.random.fold_in(neg_rng, i))(
+        jnp.arange(x.shape[0]) if index is None else index)
+    negs = jax.vmap(lambda k, m: sample_negatives(k, m, o["num_negatives"]))(keys, mask)
+    sim = _cosine(out["preds"], out["targets"])  # (B, T, T): pred t vs target s
+    pos = jnp.diagonal(sim, axis1=1, axis2=2)[..., None]
+    neg = jnp.take_along_axis(sim, negs, axis=2)
+    # A distractor with the positive's code (same target vector) cannot be told apart.
+    codes = out["codes"]
+    neg_codes = jax.vmap(lambda c, n: c[n])(codes, negs)  # (B, T, N, G)
+    same = jnp.all(neg_codes == codes[:, :, None, :], -1)
+    logits = jnp.concatenate([pos, neg], -1) / o["logit_temp"]
+    logits = logits.at[..., 1:].set(jnp.where(same, -jnp.inf, logits[..., 1:]))
+    w = mask.astype(jnp.float32)
+    n_masked = jnp.maximum(w.sum(), 1.0)
+    nll = -jax.nn.log_softmax(logits, -1)[..., 0]
+    contrastive = jnp.sum(nll * w) / n_masked
+    accuracy = jnp.sum((jnp.argmax(logits, -1) == 0) * w) / n_masked
+
+    # Code statistics over masked frames only: the reference quantises only those.
+    prob_ppl = perplexity(jax.nn.softmax(out["code_logits"], -1), w)
+    code_ppl = perplexity(out["code_one_hot"], w)
+    diversity = (self.num_vars - prob_ppl) / self.num_vars
+    feature_pen = jnp.mean(jnp.square(out["features"].astype(jnp.float32)))
+    loss = (contrastive + o["diversity_weight"] * diversity
+            + o["feature_pen_weight"] * feature_pen)
+    return loss, base.LossAux(
+        terms={"contrastive": contrastive, "diversity": diversity, "feature_pen": feature_pen},
+        metrics={"temperature": tau, "code_perplexity": code_ppl, "prob_perplexity": prob_ppl,
+                 "accuracy": accuracy, "masked_fraction": w.mean()},
+        collections=collections)
+
+  def export_encoder(self, params, collections):
+    """The encoder's params (without the pretraining-only mask_emb) and description."""
+    del collections
+    enc = {k: v for k, v in params["encoder"].items() if k != "mask_emb"}
+    return enc, {
+        "model": "ecg_fm",
+        "variant": self.variant,
+        "module": "ecg_fm_encoder",
+        "overrides": {},
+        "embedding": {"dim": int(self.model.width), "pooling": "mean over frames"},
+        "input": {"samples": self.samples, "frames": self.frames},
+    }
+
+
+@register("wav2vec2")
+def _build(config: ml_collections.ConfigDict) -> Wav2Vec2:
+  if config.model != "ecg_fm":
+    raise ValueError(f"objective 'wav2vec2' trains model 'ecg_fm', got {config.model!r}")
+  # Every option is declared in the config (configs/ecgfm.py); a missing one is a KeyError there.
+  options = {k: (tuple(config[k]) if k == "gumbel_temperature" else config[k]) for k in DEFAULTS}
+  return Wav2Vec2(config.variant, samples=config.input.samples, dtype=config.dtype, **options)

@@ -177,8 +177,9 @@ class Wav2Vec2(base.Objective):
         "variant": self.variant,
         "module": "ecg_fm_encoder",
         "overrides": {},
-        "embedding": {"dim": int(self.model.width), "pooling": "mean over frames"},
-        "input": {"samples": self.samples, "frames": self.frames},
+        "embedding": {"dim": int(self.model.width), "pooling": "mean over frames",
+                      "frames": int(self.frames)},
+        "input": {"samples": self.samples},
     }
 
 

@@ -178,9 +178,12 @@ def train(config: ml_collections.ConfigDict, workdir: str, *,
       export_dir = os.path.join(workdir, "export")
       params = jax.jit(lambda p: p, out_shardings=mesh_lib.replicated(mesh))(state["params"])
       enc_params, enc_desc = objective.export_encoder(params, state["collections"])
+      # An objective whose encoder sees less than the training window (views cropped on
+      # device) says what it takes; the export's contract must match the encoder.
+      contract = {**preprocessing.to_dict(), **enc_desc.pop("input", {})}
       if proc == 0:
         export_lib.save_export(
-            export_dir, enc_params, enc_desc, preprocessing.to_dict(),
+            export_dir, enc_params, enc_desc, contract,
             training={"data": config.data, "steps": step, "batch_size": config.batch_size,
                       "seed": config.seed, "objective": config.objective})
         logging.info("exported encoder to %s", export_dir)

@@ -1,0 +1,260 @@
+"""Lead-drop contrastive pretraining ("contrastive"): CMSC/RLM-style InfoNCE over the GLOBAL batch.
+
+SPEC.md section 2 (CMSC + RLM), generalised: two views of each record, each with its own crop and
+its own random lead-drop mask, pooled by the ST-MEM ViT encoder, projected, and contrasted with a
+symmetric InfoNCE. The loss sees the engine's global batch as one array, so the negatives of a row
+are the other records on EVERY device (the reference only used its local GPU); with gradient
+accumulation they are the global micro-batch.
+
+Views are built on device from one crop per record; all randomness is keyed by the record's
+source index (as `masked_autoencoder.py`), so a record's views do not depend on where it lands in
+the batch or on the device count.
+"""
+
+from __future__ import annotations
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+import ml_collections
+import numpy as np
+
+from ecgjax import models
+from ecgjax.data import leads as leads_lib
+from ecgjax.models import layers, st_mem
+from ecgjax.objectives import base, register
+from ecgjax.objectives.masked_autoencoder import compute_dtype
+
+VIEW_MODES = ("two_crops", "adjacent")
+POSITIVES = ("record", "patient")
+
+# fold_in tags: each random draw of a record gets its own stream from the record's key.
+KEY_CROP, KEY_DROP, KEY_MASK = 0, 1, 3  # KEY_DROP + view, KEY_MASK + view (views 0 and 1)
+
+
+def record_keys(rng: jax.Array, index: jax.Array | None, batch_size: int) -> jax.Array:
+  """One PRNG key per record: `rng` folded with the record's source index (else its position)."""
+  if index is None:
+    return jax.random.split(rng, batch_size)
+  return jax.vmap(lambda i: jax.random.fold_in(rng, i))(index)
+
+
+def _per_record(rng: jax.Array, b: int) -> jax.Array:
+  # Accept either one key (split over the batch) or a batch of keys (B, ...) from record_keys.
+  typed = jnp.issubdtype(rng.dtype, jax.dtypes.prng_key)
+  batched = rng.ndim == (1 if typed else 2)
+  return rng if batched else jax.random.split(rng, b)
+
+
+def _fold(keys: jax.Array, tag: int) -> jax.Array:
+  return jax.vmap(lambda k: jax.random.fold_in(k, tag))(keys)
+
+
+def make_views(x: jax.Array, rng: jax.Array, mode: str = "two_crops",
+               view_len: int = 2250) -> tuple[jax.Array, jax.Array]:
+  """Two (B, leads, view_len) views of every record of x (B, leads, T).
+
+  "two_crops": each view its own uniformly random crop; "adjacent": two back-to-back segments
+  (CMSC), the pair placed at a random start. `rng` is one key or one key per record.
+  """
+  b, _, t = x.shape
+  if mode not in VIEW_MODES:
+    raise ValueError(f"view mode must be one of {VIEW_MODES}, got {mode!r}")
+  need = view_len if mode == "two_crops" else 2 * view_len
+  if t < need:
+    raise ValueError(f"view mode {mode!r} with views of {view_len} samples needs inputs of at "
+                     f">= {need} samples, got {t}: raise config.input.samples")
+  keys = _fold(_per_record(rng, b), KEY_CROP)
+
+  def one(rec, key):
+    if mode == "two_crops":
+      s0, s1 = jax.random.randint(key, (2,), 0, t - view_len + 1)
+    else:
+      s0 = jax.random.randint(key, (), 0, t - 2 * view_len + 1)
+      s1 = s0 + view_len
+    cut = lambda s: jax.lax.dynamic_slice_in_dim(rec, s, view_len, axis=-1)
+    return cut(s0), cut(s1)
+
+  return jax.vmap(one)(x, keys)
+
+
+def random_lead_drop(x: jax.Array, p: float, rng: jax.Array,
+                     lead_mask: jax.Array | None = None) -> tuple[jax.Array, jax.Array]:
+  """Zeroes each lead of x (B, leads, T) with probability p; returns (x, kept (B, leads) 0/1).
+
+  At least one lead per record is kept (one the record has, when `lead_mask` says which): a view
+  of nothing but zeros carries no information and would only be a free negative.
+  """
+  b, n_leads = x.shape[:2]
+  u = jax.vmap(lambda k: jax.random.uniform(k, (n_leads,)))(_per_record(rng, b))
+  avail = jnp.ones((b, n_leads), bool) if lead_mask is None else lead_mask > 0
+  kept = (u >= p) & avail
+  # Fallback: the available lead with the largest draw (a uniformly random one of them).
+  rescue = jax.nn.one_hot(jnp.argmax(jnp.where(avail, u, -1.0), -1), n_leads, dtype=bool)
+  kept = jnp.where(kept.any(-1, keepdims=True), kept, rescue).astype(x.dtype)
+  return x * kept[:, :, None], kept
+
+
+def lead_drop_views(x: jax.Array, keys: jax.Array, *, mode: str, view_len: int, p: float,
+                    lead_mask: jax.Array | None = None
+                    ) -> tuple[tuple[jax.Array, jax.Array], tuple[jax.Array, jax.Array]]:
+  """((view0, view1), (kept0, kept1)): own crop and own lead-drop mask per view, keyed per record."""
+  v0, v1 = make_views(x, keys, mode, view_len)
+  v0, k0 = random_lead_drop(v0, p, _fold(keys, KEY_DROP), lead_mask)
+  v1, k1 = random_lead_drop(v1, p, _fold(keys, KEY_DROP + 1), lead_mask)
+  return (v0, v1), (k0, k1)
+
+
+def _logits(z1: jax.Array, z2: jax.Array, temperature: float) -> jax.Array:
+  norm = lambda z: z / jnp.maximum(jnp.linalg.norm(z, axis=-1, keepdims=True), 1e-12)
+  z1, z2 = norm(z1.astype(jnp.float32)), norm(z2.astype(jnp.float32))
+  # HIGHEST: accelerators would otherwise round float32 matmul inputs (TF32 / bf16 passes),
+  # enough to move a 0.1-temperature softmax; the (B, B) product is cheap.
+  return jnp.matmul(z1, z2.T, precision=jax.lax.Precision.HIGHEST) / temperature
+
+
+def info_nce(z1: jax.Array, z2: jax.Array, temperature: float,
+             positives: jax.Array | None = None) -> jax.Array:
+  """Symmetric InfoNCE on L2-normalised rows; positives (B, B) default to the diagonal.
+
+  Each row's loss is the mean of -log_softmax over its positives (CMSC: several per row when
+  records share a patient); the two directions (z1 -> z2, z2 -> z1) are averaged.
+  """
+  logits = _logits(z1, z2, temperature)
+  pos = (jnp.eye(logits.shape[0]) if positives is None else positives).astype(jnp.float32)
+
+  def one_way(lg, ps):
+    per_row = -jnp.sum(ps * jax.nn.log_softmax(lg, axis=-1), -1) / jnp.maximum(ps.sum(-1), 1.0)
+    return per_row.mean()
+
+  return 0.5 * (one_way(logits, pos) + one_way(logits.T, pos.T))
+
+
+def retrieval_accuracy(z1: jax.Array, z2: jax.Array,
+                       positives: jax.Array | None = None) -> jax.Array:
+  """Fraction of rows (both directions) whose most similar other-view row is a positive."""
+  logits = _logits(z1, z2, 1.0)
+  pos = jnp.eye(logits.shape[0], dtype=bool) if positives is None else positives > 0
+  hit = lambda lg, ps: jnp.take_along_axis(ps, jnp.argmax(lg, -1)[:, None], -1).mean()
+  return 0.5 * (hit(logits, pos) + hit(logits.T, pos.T))
+
+
+def positives_matrix(batch: base.Batch, mode: str) -> jax.Array | None:
+  """(B, B) positives: None (the diagonal) for "record"; same `patient` id for "patient"."""
+  if mode not in POSITIVES:
+    raise ValueError(f"positives must be one of {POSITIVES}, got {mode!r}")
+  if mode == "patient" and "patient" in batch:
+    pid = batch["patient"]
+    return pid[:, None] == pid[None, :]
+  return None  # no patient ids in the batch: the record itself is the only positive
+
+
+class ProjectionHead(nn.Module):
+  """Dense -> GELU -> Dense: the contrastive space (trained, never exported)."""
+  hidden: int
+  out: int
+
+  @nn.compact
+  def __call__(self, z: jax.Array) -> jax.Array:
+    """z: (B, width) float32 -> (B, out) float32."""
+    h = layers.dense(self.hidden, "hidden")(z.astype(jnp.float32))
+    return layers.dense(self.out, "out")(nn.gelu(h, approximate=False))
+
+
+def encoder_description(variant: str, width: int, view_len: int,
+                        leads: tuple[str, ...]) -> dict:
+  """The export description of an ST-MEM encoder with a `view_len` window."""
+  return {
+      "model": "st_mem",
+      "variant": variant,
+      "module": "st_mem_encoder",
+      "overrides": {"seq_len": int(view_len)},
+      "embedding": {"dim": int(width),
+                    "pooling": "mean of non-SEP tokens, then the final LayerNorm"},
+      "leads": list(leads),
+      # The encoder window, which is shorter than the training input (views are sub-crops):
+      # the export's input contract must say this length (see the lead's loop note).
+      "input": {"samples": int(view_len)},
+  }
+
+
+class LeadDropContrastive(base.Objective):
+  """Two lead-dropped views per record through the ST-MEM encoder (no masking) -> InfoNCE."""
+
+  frozen_patterns = st_mem.FROZEN_IN_PRETRAINING
+
+  def __init__(self, variant: str, *, leads: tuple[str, ...], view_len: int = 2250,
+               view_mode: str = "two_crops", lead_drop_p: float = 0.5,
+               temperature: float = 0.1, proj_dim: int = 128, positives: str = "record",
+               dtype: str = "float32"):
+    if positives not in POSITIVES:
+      raise ValueError(f"positives must be one of {POSITIVES}, got {positives!r}")
+    self.variant = variant
+    self.leads = tuple(leads)
+    self.lead_idx = np.asarray(leads_lib.lead_indices(self.leads), np.int32)
+    self.view_len, self.view_mode = int(view_len), view_mode
+    self.lead_drop_p, self.temperature, self.positives = lead_drop_p, temperature, positives
+    self.encoder = models.build_model("st_mem_encoder", variant, seq_len=self.view_len,
+                                      dtype=compute_dtype(dtype))
+    self.head = ProjectionHead(self.encoder.width, proj_dim)
+
+  def init(self, rng, batch):
+    """Encoder and head params for views of the training batch; no mutable collections."""
+    r_enc, r_head = jax.random.split(rng)
+    x = jnp.zeros(batch["signal"].shape[:2] + (self.view_len,), jnp.float32)
+    enc = self.encoder.init(r_enc, x, lead_idx=self.lead_idx)["params"]
+    head = self.head.init(r_head, jnp.zeros((1, self.encoder.width)))["params"]
+    return {"encoder": enc, "head": head}, {}
+
+  def embed_views(self, params, batch, rng) -> tuple[jax.Array, jax.Array, jax.Array]:
+    """(z0, z1, kept) projections of the two views of every record; kept (2B, leads)."""
+    x = batch["signal"]
+    keys = record_keys(rng, batch.get("index"), x.shape[0])
+    views, kept = lead_drop_views(x, keys, mode=self.view_mode, view_len=self.view_len,
+                                  p=self.lead_drop_p, lead_mask=batch.get("lead_mask"))
+    # One encoder call over both views: half the launches, same numbers.
+    emb, _ = self.encoder.apply({"params": params["encoder"]}, jnp.concatenate(views),
+                                lead_idx=self.lead_idx)
+    z = self.head.apply({"params": params["head"]}, emb)
+    z0, z1 = jnp.split(z, 2)
+    return z0, z1, jnp.concatenate(kept)
+
+  def loss(self, params, collections, batch, rng, step):
+    """Symmetric InfoNCE at `temperature` over the global batch."""
+    del step
+    z0, z1, kept = self.embed_views(params, batch, rng)
+    pos = positives_matrix(batch, self.positives)
+    loss = info_nce(z0, z1, self.temperature, pos)
+    return loss, base.LossAux(
+        terms={"contrastive": loss},
+        metrics={"retrieval_top1": retrieval_accuracy(z0, z1, pos),
+                 "leads_kept": kept.mean()},
+        collections=collections)
+
+  def export_encoder(self, params, collections):
+    """The encoder params (the projection head is a training device, not exported)."""
+    del collections
+    return params["encoder"], encoder_description(self.variant, self.encoder.width,
+                                                  self.view_len, self.leads)
+
+
+def view_len_from_config(config: ml_collections.ConfigDict) -> int:
+  """`config.view_samples`, checked against the input length and the view mode."""
+  view_len = int(config.view_samples)
+  need = view_len * (2 if config.view_mode == "adjacent" else 1)
+  if need > config.input.samples:
+    raise ValueError(f"config.view_mode={config.view_mode!r} with view_samples={view_len} "
+                     f"needs config.input.samples >= {need}, got {config.input.samples}")
+  return view_len
+
+
+@register("contrastive")
+def _build(config: ml_collections.ConfigDict) -> LeadDropContrastive:
+  if config.model not in ("st_mem_encoder", "st_mem"):
+    raise ValueError("objective 'contrastive' trains the ST-MEM encoder (config.model="
+                     f"'st_mem_encoder'), got config.model={config.model!r}")
+  return LeadDropContrastive(
+      config.variant, leads=tuple(config.input.leads), view_len=view_len_from_config(config),
+      view_mode=config.view_mode, lead_drop_p=config.lead_drop_p,
+      temperature=config.temperature, proj_dim=config.proj_dim,
+      positives=config.positives, dtype=config.dtype)

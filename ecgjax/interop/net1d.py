@@ -13,8 +13,9 @@ import logging
 import re
 from typing import Any
 
-import jax
 import numpy as np
+
+from ecgjax.interop import state as state_lib
 
 Variables = dict[str, Any]
 
@@ -32,20 +33,8 @@ def unwrap_state_dict(state: Mapping[str, Any]) -> dict[str, Any]:
   return state
 
 
-class _Reader:
-  """Hands out state-dict entries as float32 arrays and records what was missing or used."""
-
-  def __init__(self, state: Mapping[str, Any]):
-    self.state = state
-    self.used: set[str] = set()
-    self.missing: list[str] = []
-
-  def get(self, key: str) -> np.ndarray | None:
-    if key not in self.state:
-      self.missing.append(key)
-      return None
-    self.used.add(key)
-    return np.asarray(self.state[key], np.float32)
+class _Reader(state_lib.StateReader):
+  """State reader with Net1D's layouts (Conv1d, BatchNorm)."""
 
   def conv(self, key: str) -> dict[str, Any]:
     # torch Conv1d weight is (out, in/groups, k); Flax's is (k, in/groups, out). Both split the
@@ -54,37 +43,11 @@ class _Reader:
     return {"conv": {"kernel": None if w is None else np.ascontiguousarray(w.transpose(2, 1, 0)),
                      "bias": self.get(f"{key}.bias")}}
 
-  def linear(self, key: str) -> dict[str, Any]:
-    w = self.get(f"{key}.weight")  # torch Linear (out, in) -> Flax Dense (in, out)
-    return {"kernel": None if w is None else np.ascontiguousarray(w.T),
-            "bias": self.get(f"{key}.bias")}
-
   def bn(self, key: str, params: dict, stats: dict, name: str) -> None:
     params[name] = {"scale": self.get(f"{key}.weight"), "bias": self.get(f"{key}.bias")}
     stats[name] = {"mean": self.get(f"{key}.running_mean"), "var": self.get(f"{key}.running_var")}
     if f"{key}.num_batches_tracked" in self.state:
       self.used.add(f"{key}.num_batches_tracked")  # a step counter: nothing to carry over
-
-
-def _count(state: Mapping[str, Any], pattern: str) -> int:
-  found = [int(m.group(1)) for k in state if (m := re.match(pattern, k))]
-  return max(found) + 1 if found else 0
-
-
-def _flat(tree: Any) -> dict[str, tuple[int, ...]]:
-  leaves = jax.tree_util.tree_flatten_with_path(tree)[0]
-  return {"/".join(str(getattr(k, "key", k)) for k in path): np.shape(v) for path, v in leaves}
-
-
-def _check_template(variables: Variables, template: Any) -> None:
-  """Raise listing every path whose presence or shape differs from `template`."""
-  got, want = _flat(variables), _flat(template)
-  problems = [f"missing {k} {want[k]}" for k in sorted(set(want) - set(got))]
-  problems += [f"unexpected {k} {got[k]}" for k in sorted(set(got) - set(want))]
-  problems += [f"shape of {k}: checkpoint {got[k]} vs model {want[k]}"
-               for k in sorted(set(got) & set(want)) if got[k] != want[k]]
-  if problems:
-    raise ValueError("Net1D checkpoint does not fit the model:\n  " + "\n  ".join(problems))
 
 
 def map_state_dict(state: Mapping[str, Any], *, use_bn: bool
@@ -96,8 +59,8 @@ def map_state_dict(state: Mapping[str, Any], *, use_bn: bool
   stats: dict[str, Any] = {}
   if use_bn:
     r.bn("first_bn", params, stats, "stem_bn")
-  for s in range(_count(state, r"stage_list\.(\d+)\.")):
-    for b in range(_count(state, rf"stage_list\.{s}\.block_list\.(\d+)\.")):
+  for s in range(state_lib.count_indexed(state, r"stage_list\.(\d+)\.")):
+    for b in range(state_lib.count_indexed(state, rf"stage_list\.{s}\.block_list\.(\d+)\.")):
       key, p = f"stage_list.{s}.block_list.{b}", {}
       blk_stats: dict[str, Any] = {}
       for i in (1, 2, 3):
@@ -145,5 +108,5 @@ def params_from_torch_state_dict(state: Mapping[str, Any], *, use_bn: bool,
     logging.info("Net1D import dropped %d unused BatchNorm entries: %s", len(unused_bn),
                  ", ".join(unused_bn))
   if template is not None:
-    _check_template(variables, template)
+    state_lib.check_template(variables, template, "Net1D")
   return variables

@@ -10,32 +10,16 @@ from collections.abc import Mapping, Sequence
 import re
 from typing import Any
 
-import jax
 import numpy as np
+
+from ecgjax.interop import state as state_lib
 
 Params = dict[str, Any]
 
 
-class _Reader:
-  """Hands out state-dict entries as float32 arrays and records what was missing or used."""
-
-  def __init__(self, state: Mapping[str, Any]):
-    self.state = state
-    self.used: set[str] = set()
-    self.missing: list[str] = []
-
-  def get(self, key: str) -> np.ndarray | None:
-    if key not in self.state:
-      self.missing.append(key)
-      return None
-    self.used.add(key)
-    return np.asarray(self.state[key], np.float32)
-
-  def linear(self, key: str) -> Params:
-    # torch Linear stores weight as (out, in); a Flax Dense kernel is (in, out). This holds for
-    # the fused qkv too: its out axis is already laid out (3, heads, head_dim), as ours.
-    w, b = self.get(f"{key}.weight"), self.get(f"{key}.bias")
-    return {"kernel": None if w is None else np.ascontiguousarray(w.T), "bias": b}
+class _Reader(state_lib.StateReader):
+  """State reader with ST-MEM's layouts. torch Linear's (out, in) -> (in, out) holds for the
+  fused qkv too: its out axis is already laid out (3, heads, head_dim), as ours."""
 
   def norm(self, key: str) -> Params:
     return {"scale": self.get(f"{key}.weight"), "bias": self.get(f"{key}.bias")}
@@ -57,15 +41,9 @@ class _Reader:
     return None if t is None else t.reshape(t.shape[t.ndim - ndim:])
 
 
-def _count(state: Mapping[str, Any], pattern: str) -> int:
-  """1 + the largest index captured by `pattern` over the keys (0 if none match)."""
-  found = [int(m.group(1)) for k in state if (m := re.match(pattern, k))]
-  return max(found) + 1 if found else 0
-
-
 def _encoder(r: _Reader, prefix: str) -> Params:
-  depth = _count(r.state, rf"{re.escape(prefix)}block(\d+)\.")
-  n_leads = _count(r.state, rf"{re.escape(prefix)}lead_embeddings\.(\d+)$")
+  depth = state_lib.count_indexed(r.state, rf"{re.escape(prefix)}block(\d+)\.")
+  n_leads = state_lib.count_indexed(r.state, rf"{re.escape(prefix)}lead_embeddings\.(\d+)$")
   p = {
       "patch_in_norm": r.norm(f"{prefix}to_patch_embedding.1"),
       "patch_embed": r.linear(f"{prefix}to_patch_embedding.2"),
@@ -94,21 +72,6 @@ def _check_alias(r: _Reader) -> None:
     r.used.add(key)
 
 
-def _check_template(params: Params, template: Any) -> None:
-  """Raise listing every path whose presence or shape differs from `template`."""
-  def flat(tree):
-    leaves = jax.tree_util.tree_flatten_with_path(tree)[0]
-    return {"/".join(str(getattr(k, "key", k)) for k in path): np.shape(v)
-            for path, v in leaves}
-  got, want = flat(params), flat(template)
-  problems = [f"missing {k} {want[k]}" for k in sorted(set(want) - set(got))]
-  problems += [f"unexpected {k} {got[k]}" for k in sorted(set(got) - set(want))]
-  problems += [f"shape of {k}: checkpoint {got[k]} vs model {want[k]}"
-               for k in sorted(set(got) & set(want)) if got[k] != want[k]]
-  if problems:
-    raise ValueError("ST-MEM checkpoint does not fit the model:\n  " + "\n  ".join(problems))
-
-
 def params_from_torch_state_dict(state: Mapping[str, Any], *, full_model: bool,
                                  template: Any = None,
                                  ignore: Sequence[str] = ()) -> Params:
@@ -124,7 +87,7 @@ def params_from_torch_state_dict(state: Mapping[str, Any], *, full_model: bool,
   r = _Reader(state)
   if full_model:
     _check_alias(r)
-    dec_depth = _count(state, r"decoder_blocks\.(\d+)\.")
+    dec_depth = state_lib.count_indexed(state, r"decoder_blocks\.(\d+)\.")
     params = {
         "encoder": _encoder(r, "encoder."),
         "decoder_embed": r.linear("to_decoder_embedding"),
@@ -143,5 +106,5 @@ def params_from_torch_state_dict(state: Mapping[str, Any], *, full_model: bool,
         f"ST-MEM {'full-model' if full_model else 'encoder'} state dict does not match:\n"
         f"  missing: {r.missing or 'none'}\n  unexpected: {unexpected or 'none'}")
   if template is not None:
-    _check_template(params, template)
+    state_lib.check_template(params, template, "ST-MEM")
   return params

@@ -15,8 +15,9 @@ two 9 s sub-crops of the 10 s record on device) and vis_every_steps (only the MA
 
 import ml_collections
 
-from configs import stmem
-from ecgjax.configs import parse_arg
+from ecgjax.configs import parse_arg, sibling_config
+
+stmem = sibling_config(__file__, "stmem")
 
 PRESETS = ("hybrid", "mae", "contrastive")
 

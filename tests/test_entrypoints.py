@@ -139,3 +139,16 @@ def test_pretrain_on_the_shared_corpus_exports_its_preprocessing(shared_dir, tmp
   assert exp.preprocessing.standardize == "per_lead"
   assert tuple(exp.preprocessing.bandpass) == (0.5, 40.0)
   assert exp.config["training"]["data"].startswith("npy:")
+
+
+@pytest.mark.parametrize("config", ["configs/stmem.py:variant=mu,runlocal",
+                                    "configs/ecgfm.py:variant=mu,runlocal",
+                                    "configs/hybrid.py:variant=mu,preset=hybrid,runlocal",
+                                    "configs/hybrid.py:variant=mu,preset=contrastive,runlocal"])
+def test_every_config_file_runs_through_the_entry_point(config, tmp_path):
+  """Config files are loaded by path (not as a package): each must import and train."""
+  proc = _run(["pretrain/main.py", "--config", config, "--workdir", str(tmp_path),
+               "--config.total_steps=1", "--config.batch_size=8", "--config.log_every_steps=1",
+               "--config.data_workers=0", "--config.export_at_end=false"])
+  assert proc.returncode == 0, proc.stderr[-3000:]
+  assert "step 1/1" in proc.stderr

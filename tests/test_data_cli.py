@@ -14,7 +14,7 @@ from ecgjax import data
 REPO = pathlib.Path(__file__).resolve().parents[1]
 
 
-def _cli(*args, timeout=120):
+def _cli(*args, timeout=300):
   env = dict(os.environ, PYTHONPATH=str(REPO))
   return subprocess.run([sys.executable, "-m", "ecgjax.data", *map(str, args)],
                         cwd=REPO, env=env, capture_output=True, text=True,

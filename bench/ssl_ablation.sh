@@ -35,6 +35,7 @@ print(f"{'encoder':28s} {'macro AUROC':>12s} {'95% CI':>16s} {'mean+-std':>14s}"
 for name in ("random", "mae", "contrastive", "hybrid", "fusion_mae_contrastive"):
   d = json.load(open(os.path.join(out, f"{name}.json")))
   lo, hi = d["macro_auroc_ci"]
-  print(f"{name:28s} {d['macro_auroc']:12.3f} {f'({lo:.3f}-{hi:.3f})':>16s} "
-        f"{d['macro_auroc_mean']:.3f}+-{d['macro_auroc_std']:.3f}")
+  std = d.get("macro_auroc_std")  # null with a single seed
+  spread = f"{d['macro_auroc_mean']:.3f}+-{std:.3f}" if std is not None else "-"
+  print(f"{name:28s} {d['macro_auroc']:12.3f} {f'({lo:.3f}-{hi:.3f})':>16s} {spread:>14s}")
 PY

@@ -37,7 +37,7 @@ def main(argv):
   import numpy as np
 
   from ecgjax import objectives
-  from ecgjax.train import mesh as mesh_lib, optim, step as step_lib
+  from ecgjax.train import mesh as mesh_lib, step as step_lib
 
   config = importlib.import_module(f"configs.{_CONFIGS[_MODEL.value]}").get_config(
       f"variant={_VARIANT.value}")
@@ -50,15 +50,10 @@ def main(argv):
   shape = (config.batch_size, len(config.input.leads), config.input.samples)
   host_batch = {"signal": rng.standard_normal(shape).astype(np.float32),
                 "lead_mask": np.ones(shape[:2], np.float32)}
-  abstract = jax.eval_shape(lambda: objective.init(jax.random.PRNGKey(0), host_batch)[0])
-  tx, _ = optim.make_optimizer(config, abstract, objective.frozen_patterns)
-  n_params, _ = optim.count_params(abstract, objective.frozen_patterns)
-  init_fn = lambda: step_lib.init_state(objective, tx, host_batch, config.seed)
-  shardings = mesh_lib.state_shardings(jax.eval_shape(init_fn), mesh, config.param_sharding)
-  state = jax.jit(init_fn, out_shardings=shardings)()
-  train_step = jax.jit(step_lib.make_train_step(objective, tx, mesh), donate_argnums=(0,),
-                       in_shardings=(shardings, mesh_lib.batch_sharding(mesh)),
-                       out_shardings=(shardings, mesh_lib.replicated(mesh)))
+  # The loop's own construction, so the number is the step a real run executes.
+  training = step_lib.build_training(config, objective, mesh, host_batch)
+  n_params, _ = training.params
+  state, train_step = training.init(), training.train_step
   batch = mesh_lib.to_global(host_batch, mesh)
 
   t0 = time.perf_counter()

@@ -1,12 +1,24 @@
-"""Shared test fixtures: a tiny deterministic objective and a small ST-MEM config."""
+"""Shared test helpers: error/count measures, a tiny deterministic objective, a small config."""
 
 from __future__ import annotations
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 
 from ecgjax import objectives
 from ecgjax.objectives import base
+
+
+def rel_err(got, ref) -> float:
+  """max |got - ref| / max |ref|."""
+  got, ref = np.asarray(got, np.float64), np.asarray(ref, np.float64)
+  return float(np.abs(got - ref).max() / np.abs(ref).max())
+
+
+def n_params(tree) -> int:
+  """Number of scalars in a tree (concrete or abstract)."""
+  return sum(int(np.prod(x.shape)) for x in jax.tree.leaves(tree))
 
 
 class QuadraticObjective(base.Objective):

@@ -8,19 +8,9 @@ import pytest
 
 from ecgjax.interop import net1d as interop
 from ecgjax.models import build_model, net1d
+from tests.helpers import n_params, rel_err
 
 TOL = 1e-5
-
-
-def rel_err(got, ref) -> float:
-  """max |got - ref| / max |ref|."""
-  got, ref = np.asarray(got, np.float64), np.asarray(ref, np.float64)
-  return float(np.abs(got - ref).max() / np.abs(ref).max())
-
-
-def n_params(tree) -> int:
-  """Number of scalars in a tree (concrete or abstract)."""
-  return sum(int(np.prod(x.shape)) for x in jax.tree.leaves(tree))
 
 
 def _apply(model):

@@ -6,11 +6,7 @@ import numpy as np
 import pytest
 
 from ecgjax.models import build_model, resnet
-
-
-def n_params(tree) -> int:
-  """Number of scalars in a tree (concrete or abstract)."""
-  return sum(int(np.prod(x.shape)) for x in jax.tree.leaves(tree))
+from tests.helpers import n_params
 
 
 def _apply(model):

@@ -11,22 +11,12 @@ import pytest
 from ecgjax.interop import st_mem as interop
 from ecgjax.models import build_model, layers, st_mem
 from ecgjax.objectives.mae import norm_pix_loss
+from tests.helpers import n_params, rel_err
 
 # The golden tiny config (golden/st_mem_tiny.json): width 128, depth 2, 2 heads; decoder 128/1/2.
 TINY = dict(width=128, depth=2, num_heads=2, mlp_dim=512, decoder_width=128, decoder_depth=1,
             decoder_heads=2, decoder_mlp_dim=512)
 TOL = 1e-5
-
-
-def rel_err(got, ref) -> float:
-  """max |got - ref| / max |ref|."""
-  got, ref = np.asarray(got, np.float64), np.asarray(ref, np.float64)
-  return float(np.abs(got - ref).max() / np.abs(ref).max())
-
-
-def n_params(tree) -> int:
-  """Number of scalars in a param tree (concrete or abstract)."""
-  return sum(int(np.prod(x.shape)) for x in jax.tree.leaves(tree))
 
 
 def flat_paths(tree) -> dict[str, tuple[int, ...]]:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import os
 import signal
 import time
@@ -19,7 +18,6 @@ from ecgjax.train import checkpoint as ckpt_lib
 from ecgjax.train import export as export_lib
 from ecgjax.train import mesh as mesh_lib
 from ecgjax.train import metrics as metrics_lib
-from ecgjax.train import optim
 from ecgjax.train import step as step_lib
 
 
@@ -107,33 +105,23 @@ def train(config: ml_collections.ConfigDict, workdir: str, *,
   objective = objectives_lib.build(config)
   example = _example_batch(source, preprocessing, n=1)
 
-  # Optimizer labels need parameter names only: get them without allocating.
-  abstract_params = jax.eval_shape(lambda: objective.init(jax.random.PRNGKey(0), example)[0])
-  tx, schedule = optim.make_optimizer(config, abstract_params, objective.frozen_patterns)
-  total, trainable = optim.count_params(abstract_params, objective.frozen_patterns)
+  training = step_lib.build_training(config, objective, mesh, example)
+  schedule, train_step = training.schedule, training.train_step
+  total, trainable = training.params
   logging.info("model %s %s: %s params (%s trainable) on %d devices (%d processes)",
                config.model, config.variant, f"{total:,}", f"{trainable:,}",
                mesh.devices.size, n_proc)
 
-  init_fn = lambda: step_lib.init_state(objective, tx, example, config.seed)
-  abstract_state = jax.eval_shape(init_fn)
-  shardings = mesh_lib.state_shardings(abstract_state, mesh, config.param_sharding)
   checkpointer = ckpt_lib.Checkpointer(os.path.join(workdir, "checkpoints"),
                                        keep=config.keep_checkpoints)
   start = checkpointer.latest_step()
   if start is None:
-    state = jax.jit(init_fn, out_shardings=shardings)()
+    state = training.init()
     start = 0
   else:
     logging.info("resuming from checkpoint %d in %s", start, checkpointer.directory)
-    state = checkpointer.restore(start, ckpt_lib.abstract_like(abstract_state, shardings),
-                                 data_iter)
-
-  train_step = jax.jit(
-      step_lib.make_train_step(objective, tx, mesh, accum_steps=config.grad_accum_steps),
-      donate_argnums=(0,),
-      in_shardings=(shardings, mesh_lib.batch_sharding(mesh)),
-      out_shardings=(shardings, mesh_lib.replicated(mesh)))
+    state = checkpointer.restore(
+        start, ckpt_lib.abstract_like(training.abstract_state, training.shardings), data_iter)
 
   writer = metrics_lib.MetricWriter(workdir, config.total_steps, config.batch_size)
   sigterm = _SigtermFlag()
@@ -197,9 +185,3 @@ def _example_records(source, preprocessing, n: int) -> dict[str, np.ndarray]:
   # eval_batches knows prepared records (already filtered) and skips bad ones.
   batch = next(iter(data_lib.eval_batches(source, preprocessing, batch_size=n)))
   return {"signal": batch["signal"][batch["valid"], 0]}
-
-
-def load_config_json(workdir: str) -> dict[str, Any]:
-  """The config a run in `workdir` was started with."""
-  with open(os.path.join(workdir, "config.json")) as f:
-    return json.load(f)

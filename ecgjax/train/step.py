@@ -2,15 +2,18 @@
 
 from __future__ import annotations
 
+import dataclasses
 from typing import Any, Callable
 
 import jax
 import jax.numpy as jnp
+import ml_collections
 import optax
 from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
 
 from ecgjax.objectives.base import Batch, GradCombiner, LossAux, Objective
 from ecgjax.train import mesh as mesh_lib
+from ecgjax.train import optim
 
 PyTree = Any
 State = dict[str, Any]
@@ -127,3 +130,34 @@ def make_train_step(objective: Objective, tx: optax.GradientTransformation, mesh
     return new_state, metrics
 
   return step_fn
+
+
+@dataclasses.dataclass
+class Training:
+  """What a run needs to train: optimizer, state layout and the jitted, donating step."""
+  tx: optax.GradientTransformation
+  schedule: optax.Schedule
+  params: tuple[int, int]                 # (total, trainable) parameter counts
+  abstract_state: State                   # ShapeDtypeStructs of the train state
+  shardings: Any                          # NamedShardings of the train state
+  init: Callable[[], State]               # fresh state, created already sharded
+  train_step: Callable[[State, Batch], tuple[State, dict]]
+
+
+def build_training(config: ml_collections.ConfigDict, objective: Objective, mesh: Mesh,
+                   example: Batch) -> Training:
+  """Optimizer, sharded state layout and the jitted step: shared by the loop and benchmarks."""
+  # Optimizer labels need parameter names only: get them without allocating.
+  abstract_params = jax.eval_shape(lambda: objective.init(jax.random.PRNGKey(0), example)[0])
+  tx, schedule = optim.make_optimizer(config, abstract_params, objective.frozen_patterns)
+  init_fn = lambda: init_state(objective, tx, example, config.seed)
+  abstract_state = jax.eval_shape(init_fn)
+  shardings = mesh_lib.state_shardings(abstract_state, mesh, config.param_sharding)
+  train_step = jax.jit(
+      make_train_step(objective, tx, mesh, accum_steps=config.grad_accum_steps),
+      donate_argnums=(0,),
+      in_shardings=(shardings, mesh_lib.batch_sharding(mesh)),
+      out_shardings=(shardings, mesh_lib.replicated(mesh)))
+  return Training(tx, schedule, optim.count_params(abstract_params, objective.frozen_patterns),
+                  abstract_state, shardings, jax.jit(init_fn, out_shardings=shardings),
+                  train_step)

@@ -51,11 +51,14 @@ def test_batches_and_determinism(source):
   it = data.train_iterator(source, PP, global_batch_size=8, seed=0)
   batches = _take(it, 6)
   b = batches[0]
-  assert set(b) == {"signal", "lead_mask", "labels", "index"}
+  assert set(b) == {"signal", "lead_mask", "labels", "index", "patient"}
   assert b["signal"].shape == (8, 12, 500) and b["signal"].dtype == np.float32
   assert b["lead_mask"].shape == (8, 12) and b["lead_mask"].dtype == np.float32
   assert b["labels"].shape == (8, 5) and b["labels"].dtype == np.float32
   assert b["index"].dtype == np.int64
+  # Records of one patient share a key; the key is the hash of the source's patient id.
+  for i, p in zip(b["index"], b["patient"]):
+    assert p == data.pipeline.patient_key(source[int(i)]["patient_id"])
   # Epoch 1 (5 batches) visits every record once; epoch 2 is reshuffled.
   first = np.concatenate([x["index"] for x in batches[:5]])
   assert sorted(first) == list(range(40))
@@ -211,7 +214,7 @@ def test_bad_records_below_the_limit_are_counted(workers):
     seen, bad = it.records_seen, it.bad_records
   finally:
     _close(it)
-  assert set(batches[0]) == {"signal", "lead_mask", "labels", "index"}
+  assert set(batches[0]) == {"signal", "lead_mask", "labels", "index", "patient"}
   idx = np.concatenate([b["index"] for b in batches])
   assert 3 not in idx and 40 not in idx
   assert seen == 120 + bad and bad >= 2 and bad / seen < 0.1

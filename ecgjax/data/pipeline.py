@@ -34,6 +34,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterator, Sequence
 import concurrent.futures
+import hashlib
 import json
 import math
 from typing import Any
@@ -113,7 +114,8 @@ class _TrainExample:
     except sources_lib.BadRecordError as e:
       return {_BAD_ID: e.record_id, _BAD_REASON: e.reason}
     return {"signal": x, "lead_mask": mask, "labels": labels,
-            "index": np.int64(index)}
+            "index": np.int64(index),
+            "patient": patient_key(rec.get("patient_id", rec["record_id"]))}
 
   def _augment(self, x: np.ndarray, mask: np.ndarray,
                rng: np.random.Generator) -> np.ndarray:
@@ -135,12 +137,12 @@ class _PackChunk:
 
   def __init__(self, n_leads: int, samples: int, n_labels: int):
     self.shapes = {"signal": (n_leads, samples), "lead_mask": (n_leads,),
-                   "labels": (n_labels,), "index": ()}
+                   "labels": (n_labels,), "index": (), "patient": ()}
 
   def __call__(self, elements: list[dict[str, Any]]) -> dict[str, Any]:
     good = [e for e in elements if _BAD_ID not in e]
     out = {k: (np.stack([e[k] for e in good]) if good else
-               np.zeros((0,) + shape, np.int64 if k == "index" else np.float32))
+               np.zeros((0,) + shape, np.int64 if k in ("index", "patient") else np.float32))
            for k, shape in self.shapes.items()}
     bad = [(p, e[_BAD_ID], e[_BAD_REASON])
            for p, e in enumerate(elements) if _BAD_ID in e]
@@ -208,7 +210,7 @@ class _SkipCountBatchIterator(grain.DatasetIterator):
       if self._row > row0:
         pieces.append((chunk, row0, self._row))
     return {k: np.concatenate([c[k][a:b] for c, a, b in pieces])
-            for k in ("signal", "lead_mask", "labels", "index")}
+            for k in ("signal", "lead_mask", "labels", "index", "patient")}
 
   def _skip(self, record_id: str, reason: str) -> None:
     self.bad_records += 1
@@ -264,6 +266,17 @@ class _SkipCountBatch(grain.IterDataset):
 
   def __str__(self) -> str:
     return f"SkipCountBatch(batch_size={self._args[0]})"
+
+
+def patient_key(patient_id: str) -> np.int64:
+  """A stable non-negative 31-bit integer for a patient id (train batches carry it as "patient").
+
+  Strings cannot go to the devices; a hash (not a per-source enumeration) needs no pass over the
+  metadata and is the same in every process. Two patients collide with probability 2^-31, and
+  only a collision inside one batch matters (it adds one spurious contrastive positive).
+  """
+  digest = hashlib.blake2b(str(patient_id).encode(), digest_size=4).digest()
+  return np.int64(int.from_bytes(digest, "little") & 0x7FFFFFFF)
 
 
 def _derived_seed(seed: int, stream: int) -> int:
@@ -343,7 +356,8 @@ def train_iterator(
   """Endless iterator of local training batches with get_state()/set_state().
 
   Batches: signal float32 (b, leads, samples), lead_mask float32 (b, leads),
-  labels float32 (b, n_labels), index int64 (b,) (source indices), where
+  labels float32 (b, n_labels), index int64 (b,) (source indices), patient
+  int64 (b,) (`patient_key` of the record's patient id), where
   b = global_batch_size // process_count; nothing else, so a batch goes to the
   devices as it is. Save the iterator with orbax through
   `grain.checkpoint.CheckpointSave(it)` / `CheckpointRestore(it)`; a state

@@ -66,7 +66,8 @@ def _example_batch(source, preprocessing, n: int) -> dict[str, np.ndarray]:
   return {"signal": np.zeros((n, leads, preprocessing.samples), np.float32),
           "lead_mask": np.ones((n, leads), np.float32),
           "labels": np.zeros((n, len(source.label_names)), np.float32),
-          "index": np.zeros((n,), np.int32)}
+          "index": np.zeros((n,), np.int32),
+          "patient": np.zeros((n,), np.int32)}
 
 
 def _check_finite(state: dict[str, Any], where: str) -> None:

@@ -13,8 +13,6 @@ import logging
 import re
 from typing import Any
 
-import numpy as np
-
 from ecgjax.interop import state as state_lib
 
 Variables = dict[str, Any]
@@ -25,22 +23,14 @@ _BN_LEAVES = ("weight", "bias", "running_mean", "running_var", "num_batches_trac
 
 def unwrap_state_dict(state: Mapping[str, Any]) -> dict[str, Any]:
   """ECGFounder saves {'state_dict': ...}; DataParallel adds 'module.'; strip both."""
-  if "state_dict" in state and isinstance(state["state_dict"], Mapping):
-    state = state["state_dict"]
-  state = dict(state)
-  if state and all(k.startswith("module.") for k in state):
-    state = {k[len("module."):]: v for k, v in state.items()}
-  return state
+  return state_lib.unwrap_state_dict(state)[0]
 
 
 class _Reader(state_lib.StateReader):
   """State reader with Net1D's layouts (Conv1d, BatchNorm)."""
 
   def conv(self, key: str) -> dict[str, Any]:
-    # torch Conv1d weight is (out, in/groups, k); Flax's is (k, in/groups, out). Both split the
-    # output channels into contiguous groups, so no regrouping is needed.
-    w = self.get(f"{key}.weight")
-    return {"conv": {"kernel": None if w is None else np.ascontiguousarray(w.transpose(2, 1, 0)),
+    return {"conv": {"kernel": self.conv_kernel(f"{key}.weight"),
                      "bias": self.get(f"{key}.bias")}}
 
   def bn(self, key: str, params: dict, stats: dict, name: str) -> None:
@@ -50,12 +40,13 @@ class _Reader(state_lib.StateReader):
       self.used.add(f"{key}.num_batches_tracked")  # a step counter: nothing to carry over
 
 
-def map_state_dict(state: Mapping[str, Any], *, use_bn: bool
-                   ) -> tuple[Variables, list[str], list[str], list[str]]:
-  """(variables, missing keys, unused BN keys, other unexpected keys); never raises on content."""
-  state = unwrap_state_dict(state)
+def read_variables(state: Mapping[str, Any], *, use_bn: bool, head: bool = True
+                   ) -> tuple[Variables, state_lib.StateReader]:
+  """(variables with None where a key is missing, the reader) of an unwrapped state dict."""
   r = _Reader(state)
-  params: dict[str, Any] = {"stem": r.conv("first_conv.conv"), "head": r.linear("dense")}
+  params: dict[str, Any] = {"stem": r.conv("first_conv.conv")}
+  if head:
+    params["head"] = r.linear("dense")
   stats: dict[str, Any] = {}
   if use_bn:
     r.bn("first_bn", params, stats, "stem_bn")
@@ -73,12 +64,25 @@ def map_state_dict(state: Mapping[str, Any], *, use_bn: bool
         stats[f"stage{s}_block{b}"] = blk_stats
   if not any(k.startswith("stage_list.") for k in state):
     r.missing.append("stage_list.*")
-  left = sorted(set(state) - r.used)
-  unused_bn = [k for k in left if _BN_KEY.match(k) and k.rsplit(".", 1)[1] in _BN_LEAVES]
-  unexpected = [k for k in left if k not in set(unused_bn)]
   variables: Variables = {"params": params}
   if stats:
     variables["batch_stats"] = stats
+  return variables, r
+
+
+def is_bn_key(key: str) -> bool:
+  """A BatchNorm entry of the reference (weight, bias, running stats, step counter)."""
+  return bool(_BN_KEY.match(key)) and key.rsplit(".", 1)[1] in _BN_LEAVES
+
+
+def map_state_dict(state: Mapping[str, Any], *, use_bn: bool
+                   ) -> tuple[Variables, list[str], list[str], list[str]]:
+  """(variables, missing keys, unused BN keys, other unexpected keys); never raises on content."""
+  state = unwrap_state_dict(state)
+  variables, r = read_variables(state, use_bn=use_bn)
+  left = sorted(set(state) - r.used)
+  unused_bn = [k for k in left if is_bn_key(k)]
+  unexpected = [k for k in left if not is_bn_key(k)]
   return variables, r.missing, unused_bn, unexpected
 
 

@@ -21,9 +21,6 @@ class _Reader(state_lib.StateReader):
   """State reader with ST-MEM's layouts. torch Linear's (out, in) -> (in, out) holds for the
   fused qkv too: its out axis is already laid out (3, heads, head_dim), as ours."""
 
-  def norm(self, key: str) -> Params:
-    return {"scale": self.get(f"{key}.weight"), "bias": self.get(f"{key}.bias")}
-
   def block(self, prefix: str) -> Params:
     return {
         "attn_norm": self.norm(f"{prefix}.attn.norm"),
@@ -38,7 +35,7 @@ class _Reader(state_lib.StateReader):
   def squeezed(self, key: str, ndim: int) -> np.ndarray | None:
     # torch keeps leading broadcast axes: pos tables (1, rows, dim), the mask token (1, 1, dim).
     t = self.get(key)
-    return None if t is None else t.reshape(t.shape[t.ndim - ndim:])
+    return None if t is None else self.tag(t.reshape(t.shape[t.ndim - ndim:]), key)
 
 
 def _encoder(r: _Reader, prefix: str) -> Params:
@@ -54,7 +51,8 @@ def _encoder(r: _Reader, prefix: str) -> Params:
   }
   # torch holds one ParameterList entry per lead; we hold one (num_leads, dim) table.
   rows = [r.get(f"{prefix}lead_embeddings.{i}") for i in range(n_leads)]
-  p["lead_embedding"] = None if any(x is None for x in rows) or not rows else np.stack(rows)
+  p["lead_embedding"] = (None if any(x is None for x in rows) or not rows
+                         else r.tag(np.stack(rows), f"{prefix}lead_embeddings.*"))
   if not rows:
     r.missing.append(f"{prefix}lead_embeddings.*")
   for i in range(depth):
@@ -70,6 +68,46 @@ def _check_alias(r: _Reader) -> None:
                                               np.asarray(r.state[twin])):
       raise ValueError(f"{key} differs from {twin}; they should be one shared module")
     r.used.add(key)
+
+
+# Checkpoint parts that are not the encoder: a converted export drops them, and says so.
+NOT_ENCODER: tuple[tuple[str, str], ...] = (
+    (r"^(to_decoder_embedding|mask_embedding|decoder_pos_embed|decoder_blocks|decoder_norm"
+     r"|decoder_head)(\.|$)", "MAE decoder (pretraining only)"),
+    (r"^head\.", "classification head of a fine-tuned model"),
+)
+HEAD_DIM = 64  # fixed in ST-MEM: the head count follows from the fused qkv width
+
+
+def read_encoder(state: Mapping[str, Any]
+                 ) -> tuple[Params, state_lib.StateReader, dict[str, str], dict[str, int]]:
+  """Encoder of an `encoder.pth`, full-model or fine-tuned state dict.
+
+  Returns (STMEMEncoder params with None where a key is missing, the reader, keys dropped on
+  purpose -> why, architecture fields read off the shapes). Never raises on missing keys.
+  """
+  prefix = state_lib.find_prefix(state, "sep_embedding") or ""
+  r = _Reader(state)
+  dropped = {k: why for k in state for pattern, why in NOT_ENCODER if re.match(pattern, k)}
+  if prefix:
+    _check_alias(r)
+    dropped.update({k: f"the same module as {prefix}{k}, saved twice"
+                    for k in state if k.startswith("to_patch_embedding.")})
+  params = _encoder(r, prefix)
+  fields: dict[str, int] = {}
+  shape = lambda key: np.shape(state[prefix + key]) if prefix + key in state else None  # noqa: E731
+  if (embed := shape("to_patch_embedding.2.weight")) is not None:
+    fields["width"], fields["patch_size"] = int(embed[0]), int(embed[1])
+  fields["depth"] = state_lib.count_indexed(state, rf"{re.escape(prefix)}block(\d+)\.")
+  if (qkv := shape("block0.attn.fn.to_qkv.weight")) is not None:
+    fields["num_heads"] = int(qkv[0]) // (3 * HEAD_DIM)
+  if (fc1 := shape("block0.ff.fn.net.0.weight")) is not None:
+    fields["mlp_dim"] = int(fc1[0])
+  if leads := state_lib.count_indexed(state, rf"{re.escape(prefix)}lead_embeddings\.(\d+)$"):
+    fields["num_leads"] = leads
+  if (pos := shape("pos_embedding")) is not None and "patch_size" in fields:
+    fields["seq_len"] = (int(pos[-2]) - 2) * fields["patch_size"]
+  return params, r, dropped, fields
 
 
 def params_from_torch_state_dict(state: Mapping[str, Any], *, full_model: bool,

@@ -139,11 +139,12 @@ class Net1DBlock(nn.Module):
 
 
 class Net1D(nn.Module):
-  """Net1D on (B, leads, T); returns (logits, {"features": pooled (B, C)})."""
+  """Net1D on (B, leads, T); returns (logits, {"features": pooled (B, C)}), or with
+  num_classes=0 (pooled features, the same aux): the encoder that weight imports export."""
   stem_filters: int = 64
   filters: Sequence[int] = (64, 160, 160, 400, 400, 1024, 1024)
   blocks: Sequence[int] = (2, 2, 2, 3, 3, 4, 4)
-  num_classes: int = 150
+  num_classes: int = 150  # 0: no head; the pooled features are the output (an encoder)
   kernel: int = 16
   stride: int = 2  # of the first block of every stage
   groups_width: int = 16  # channels per group of the middle conv
@@ -175,5 +176,7 @@ class Net1D(nn.Module):
                        dtype=self.dtype, name=f"stage{s}_block{b}")(x, train)
       self.sow("intermediates", f"stage{s}_out", x)
     features = jnp.mean(x.astype(jnp.float32), axis=1)
+    if self.num_classes == 0:
+      return features, {"features": features}
     logits = nn.Dense(self.num_classes, dtype=self.dtype, name="head")(features)
     return logits.astype(jnp.float32), {"features": features}

@@ -1,0 +1,71 @@
+"""`python -m ecgjax.interop convert --from st-mem|ecgfounder|ecg-fm CHECKPOINT OUT_DIR`.
+
+Writes an ordinary ecgjax export (what `finetune/embed.py --export` and `finetune/probe.py
+--export` take) and prints the key report. Exit status 1 (and no export written) when any
+encoder parameter would stay at its random init, or any key is unexpected or mis-shaped.
+"""
+
+import argparse
+import sys
+
+
+def _parser() -> argparse.ArgumentParser:
+  p = argparse.ArgumentParser(prog="python -m ecgjax.interop",
+                              description="Import published PyTorch ECG checkpoints.")
+  sub = p.add_subparsers(dest="command", required=True)
+  c = sub.add_parser("convert", help="convert a checkpoint into an ecgjax export",
+                     description="Convert a published PyTorch checkpoint into an ecgjax export "
+                     "(reads it with torch.load(weights_only=True); needs ecgjax[torch]).")
+  c.add_argument("--from", dest="source", required=True,
+                 choices=("st-mem", "ecgfounder", "ecg-fm"),
+                 help="st-mem: encoder.pth or the full MAE .pth; ecgfounder: "
+                 "12_lead_ECGFounder.pth / 1_lead_ECGFounder.pth; ecg-fm: a fairseq-signals "
+                 ".pt (pretrained or fine-tuned)")
+  c.add_argument("checkpoint", help="the PyTorch checkpoint file")
+  c.add_argument("out_dir", help="export directory to write (replaced if it exists)")
+  c.add_argument("--variant", default=None,
+                 help="model size (st-mem: B/75, S/75, L/75; ecgfounder: ecgfounder, 8m; "
+                 "ecg-fm: base, small); default: read off the checkpoint's shapes")
+  c.add_argument("--allow-missing", action="append", default=[], metavar="PATTERN",
+                 help="regex over checkpoint keys / param paths allowed to stay at their "
+                 "random init (repeatable); without it any missing key fails")
+  c.add_argument("--ignore-keys", action="append", default=[], metavar="PATTERN",
+                 help="regex over checkpoint keys to drop before mapping (repeatable)")
+  c.add_argument("--leads", default=None,
+                 help="comma-separated input leads (default: the 12 standard leads, lead I "
+                 "for a 1-lead model)")
+  c.add_argument("--dry-run", action="store_true",
+                 help="check and print the report, write nothing")
+  return p
+
+
+def main(argv: list[str] | None = None) -> int:
+  """CLI entry point; returns the exit status."""
+  args = _parser().parse_args(argv)
+  from ecgjax.interop import conversion  # pylint: disable=g-import-not-at-top
+  leads = tuple(x.strip() for x in args.leads.split(",")) if args.leads else None
+  try:
+    conv = conversion.convert(args.source, args.checkpoint,
+                              None if args.dry_run else args.out_dir, variant=args.variant,
+                              allow_missing=args.allow_missing, ignore_keys=args.ignore_keys,
+                              leads=leads)
+  except conversion.ConversionError as e:
+    print(e.report.summary(), file=sys.stderr)
+    return 1
+  except (ImportError, ValueError, OSError) as e:  # CheckpointError is a ValueError
+    print(f"error: {e}", file=sys.stderr)
+    return 1
+  print(conv.report.summary())
+  pp = conv.contract
+  print(f"input contract: {len(pp.leads)} leads ({','.join(pp.leads)}), {pp.fs:g} Hz x "
+        f"{pp.samples} samples, band-pass {pp.bandpass}, notch {pp.notch}, "
+        f"baseline {pp.baseline_window_s}, standardise {pp.standardize}")
+  if conv.export_dir is None:
+    print("dry run: nothing written")
+  else:
+    print(f"wrote export to {conv.export_dir} (embedding dim {conv.encoder['embedding']['dim']})")
+  return 0
+
+
+if __name__ == "__main__":
+  sys.exit(main())

@@ -3,12 +3,17 @@
   python pretrain/main.py --config configs/hybrid.py:variant=S/75 --workdir runs/hybrid_s
   python pretrain/main.py --config configs/hybrid.py:variant=S/75,preset=mae --workdir runs/mae_s
   python pretrain/main.py --config configs/hybrid.py:variant=mu,runlocal --workdir /tmp/hybrid
+  python pretrain/main.py --config configs/hybrid.py:encoder=ecg_fm,variant=small --workdir runs/h
 
 Arguments after ':' (comma separated): variant=mu|S/75|B/75|L/75; preset=hybrid (objective
 "hybrid": one ST-MEM MAE, two lead-dropped views, InfoNCE between their pooled visible-token
 embeddings), mae (ST-MEM alone, objective "mae"), contrastive (the same ViT, mask ratio 0, no
 decoder, lead-drop InfoNCE, objective "contrastive"); runlocal and corpus=synthetic|ptbxl250 as in
-configs/stmem.py. Every other setting is shared: the presets differ only in objective, model,
+configs/stmem.py; encoder=st_mem (default) or ecg_fm. With encoder=ecg_fm the masked objective is
+ECG-FM's own (wav2vec 2.0 masked-frame prediction) and the presets are configs/ecgfm.py's recipes:
+mae -> recipe=wav2vec2, contrastive -> recipe=cmsc, hybrid -> recipe=full (wav2vec 2.0 + CMSC + RLM
+in one pass, which is what ECG-FM itself trains). For the ST-MEM encoder every other setting is
+shared: the presets differ only in objective, model,
 mask_ratio, input.samples (the MAE crops its 9 s window in the pipeline; the view objectives take
 two 9 s sub-crops of the 10 s record on device) and vis_every_steps (only the MAE draws).
 """
@@ -18,16 +23,27 @@ import ml_collections
 from ecgjax.configs import parse_arg, sibling_config
 
 stmem = sibling_config(__file__, "stmem")
+ecgfm = sibling_config(__file__, "ecgfm")
 
 PRESETS = ("hybrid", "mae", "contrastive")
+ENCODERS = ("st_mem", "ecg_fm")
+ECG_FM_RECIPES = {"mae": "wav2vec2", "contrastive": "cmsc", "hybrid": "full"}
 
 
 def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   """The hybrid / ablation config; keys beyond configs/stmem.py are declared here."""
-  arg = parse_arg(arg, variant="S/75", preset="hybrid", runlocal=False, corpus="synthetic")
+  arg = parse_arg(arg, variant="", preset="hybrid", runlocal=False, corpus="synthetic",
+                  encoder="st_mem")
   if arg.preset not in PRESETS:
     raise ValueError(f"preset={arg.preset!r}: known presets are {', '.join(PRESETS)}")
-  shared = f"variant={arg.variant},corpus={arg.corpus}" + (",runlocal" if arg.runlocal else "")
+  if arg.encoder not in ENCODERS:
+    raise ValueError(f"encoder={arg.encoder!r}: known encoders are {', '.join(ENCODERS)}")
+  variant = arg.variant or ("S/75" if arg.encoder == "st_mem" else "small")
+  shared = f"variant={variant},corpus={arg.corpus}" + (",runlocal" if arg.runlocal else "")
+  if arg.encoder == "ecg_fm":
+    c = ecgfm.get_config(f"{shared},recipe={ECG_FM_RECIPES[arg.preset]}")
+    c.preset = arg.preset
+    return c
   c = stmem.get_config(shared)  # every ST-MEM key, declared and commented there
   c.preset = arg.preset           # which ablation arm this run is (recorded in config.json)
 

@@ -52,9 +52,11 @@ def test_ecgfm_config_builds_its_objective(variant):
   from configs import ecgfm
   from ecgjax import objectives
   c = ecgfm.get_config(f"variant={variant}")
-  assert (c.objective, c.model, c.input.fs, c.input.samples) == ("wav2vec2", "ecg_fm", 500.0, 2500)
+  # ECG-FM's recipe: 10 s records cut into two 5 s segments, CMSC between them, RLM p = 0.5.
+  assert (c.objective, c.model, c.input.fs, c.input.samples) == ("wav2vec2", "ecg_fm", 500.0, 5000)
+  assert (c.views, c.cmsc_weight, c.lead_drop_p, c.positives) == (2, 1.0, 0.5, "patient")
   assert c.base_lr * c.batch_size / 256 == pytest.approx(5e-5) and c.min_lr_ratio == 1.0
   obj = objectives.build(c)
-  assert obj.export_encoder.__self__ is obj
+  assert obj.samples == 2500 and obj.frames == 156
   local = ecgfm.get_config(f"variant={variant},runlocal")
   assert local.batch_size == 16 and "mask_ratio" not in local

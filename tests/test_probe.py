@@ -239,9 +239,11 @@ def test_default_n_crops_follows_the_model_and_the_record_length(mu_export):
   from ecgjax import data
   assert eval_lib.default_n_crops(mu_export, data.open_source("synthetic:4")) == 3
   assert eval_lib.default_n_crops(mu_export, data.open_source("synthetic:4?seconds=9")) == 1
-  other = type(mu_export)(mu_export.directory, dict(mu_export.config, model="ecg_fm"),
-                          mu_export.params)
-  assert eval_lib.default_n_crops(other, data.open_source("synthetic:4")) == 1
+  # ECG-FM scores a longer record as two segments; other models as one crop.
+  for model, n in (("ecg_fm", 2), ("net1d", 1)):
+    other = type(mu_export)(mu_export.directory, dict(mu_export.config, model=model),
+                            mu_export.params)
+    assert eval_lib.default_n_crops(other, data.open_source("synthetic:4")) == n
 
 
 def test_check_export_names_an_incompatible_model(mu_export):

@@ -7,9 +7,9 @@ evaluates 3 crops of 2250 samples at starts 0/125/250 of a 2500-sample record).
 
 `default_n_crops` follows the model's reference evaluation: ST-MEM exports get 3 crops when
 the source's records are longer than the contract's window (a 2500-sample record at 250 Hz
-against 2250), else 1; every other model gets 1. Records no longer than the window give 3
-identical crops, whose mean is the single-crop embedding, so the choice per source equals
-the per-record rule.
+against 2250) and ECG-FM exports 2 (a 10 s record's two 5 s segments), else 1; other models
+get 1. Records no longer than the window give identical crops, whose mean is the single-crop
+embedding, so the choice per source equals the per-record rule.
 
 Embedding files are NPZ with exactly the keys of `EMBEDDING_KEYS`, strings stored as
 unicode arrays so they load with `allow_pickle=False`.
@@ -78,7 +78,8 @@ def make_embed_fn(export: Any):
 
 
 # Crops the reference implementation of each model evaluates with (by export "model").
-REFERENCE_N_CROPS: dict[str, int] = {"st_mem": 3}
+# ECG-FM scores non-overlapping 5 s segments: a 10 s record's two halves (starts 0 and 2500).
+REFERENCE_N_CROPS: dict[str, int] = {"st_mem": 3, "ecg_fm": 2}
 
 
 def default_n_crops(export: Any, source: Any, *, probe_records: int = 3) -> int:

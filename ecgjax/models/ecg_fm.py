@@ -300,4 +300,4 @@ class ECGFM(nn.Module):
         aux["hidden"].astype(jnp.float32))
     return {"preds": preds, "targets": targets, "codes": quant["codes"],
             "code_logits": quant["logits"], "code_one_hot": quant["one_hot"],
-            "features": aux["features"]}
+            "features": aux["features"], "hidden": aux["hidden"]}

@@ -1,8 +1,8 @@
 """Lead-drop contrastive pretraining ("contrastive"): CMSC/RLM-style InfoNCE over the GLOBAL batch.
 
 SPEC.md section 2 (CMSC + RLM), generalised: two views of each record, each with its own crop and
-its own random lead-drop mask, pooled by the ST-MEM ViT encoder, projected, and contrasted with a
-symmetric InfoNCE. The loss sees the engine's global batch as one array, so the negatives of a row
+its own random lead-drop mask, pooled by one encoder (ST-MEM's ViT, or ECG-FM's wav2vec 2.0
+encoder: see `view_encoders.py`), optionally projected, and contrasted with a symmetric InfoNCE. The loss sees the engine's global batch as one array, so the negatives of a row
 are the other records on EVERY device (the reference only used its local GPU); with gradient
 accumulation they are the global micro-batch.
 
@@ -17,12 +17,9 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 import ml_collections
-import numpy as np
 
-from ecgjax import models
-from ecgjax.data import leads as leads_lib
-from ecgjax.models import layers, st_mem
-from ecgjax.objectives import base, register
+from ecgjax.models import layers
+from ecgjax.objectives import base, register, view_encoders
 from ecgjax.objectives.masked_autoencoder import compute_dtype
 
 VIEW_MODES = ("two_crops", "adjacent")
@@ -30,6 +27,7 @@ POSITIVES = ("record", "patient")
 
 # fold_in tags: each random draw of a record gets its own stream from the record's key.
 KEY_CROP, KEY_DROP, KEY_MASK = 0, 1, 3  # KEY_DROP + view, KEY_MASK + view (views 0 and 1)
+KEY_DROPOUT = 2**31 - 1  # folded into the step's key (not a record's) for encoder dropout
 
 
 def record_keys(rng: jax.Array, index: jax.Array | None, batch_size: int) -> jax.Array:
@@ -46,7 +44,8 @@ def _per_record(rng: jax.Array, b: int) -> jax.Array:
   return rng if batched else jax.random.split(rng, b)
 
 
-def _fold(keys: jax.Array, tag: int) -> jax.Array:
+def fold_keys(keys: jax.Array, tag: int) -> jax.Array:
+  """Every key of a batch of per-record keys folded with `tag` (one stream per random draw)."""
   return jax.vmap(lambda k: jax.random.fold_in(k, tag))(keys)
 
 
@@ -64,7 +63,7 @@ def make_views(x: jax.Array, rng: jax.Array, mode: str = "two_crops",
   if t < need:
     raise ValueError(f"view mode {mode!r} with views of {view_len} samples needs inputs of at "
                      f">= {need} samples, got {t}: raise config.input.samples")
-  keys = _fold(_per_record(rng, b), KEY_CROP)
+  keys = fold_keys(_per_record(rng, b), KEY_CROP)
 
   def one(rec, key):
     if mode == "two_crops":
@@ -100,8 +99,8 @@ def lead_drop_views(x: jax.Array, keys: jax.Array, *, mode: str, view_len: int, 
                     ) -> tuple[tuple[jax.Array, jax.Array], tuple[jax.Array, jax.Array]]:
   """((view0, view1), (kept0, kept1)): own crop and own lead-drop mask per view, keyed per record."""
   v0, v1 = make_views(x, keys, mode, view_len)
-  v0, k0 = random_lead_drop(v0, p, _fold(keys, KEY_DROP), lead_mask)
-  v1, k1 = random_lead_drop(v1, p, _fold(keys, KEY_DROP + 1), lead_mask)
+  v0, k0 = random_lead_drop(v0, p, fold_keys(keys, KEY_DROP), lead_mask)
+  v1, k1 = random_lead_drop(v1, p, fold_keys(keys, KEY_DROP + 1), lead_mask)
   return (v0, v1), (k0, k1)
 
 
@@ -161,61 +160,56 @@ class ProjectionHead(nn.Module):
     return layers.dense(self.out, "out")(nn.gelu(h, approximate=False))
 
 
-def encoder_description(variant: str, width: int, view_len: int,
-                        leads: tuple[str, ...]) -> dict:
-  """The export description of an ST-MEM encoder with a `view_len` window."""
-  return {
-      "model": "st_mem",
-      "variant": variant,
-      "module": "st_mem_encoder",
-      "overrides": {"seq_len": int(view_len)},
-      "embedding": {"dim": int(width),
-                    "pooling": "mean of non-SEP tokens, then the final LayerNorm"},
-      "leads": list(leads),
-      # The encoder window, which is shorter than the training input (views are sub-crops):
-      # the export's input contract must say this length (see the lead's loop note).
-      "input": {"samples": int(view_len)},
-  }
+# Kept under its old name: the hybrid objective and older callers import it from here.
+encoder_description = view_encoders.st_mem_description
 
 
 class LeadDropContrastive(base.Objective):
-  """Two lead-dropped views per record through the ST-MEM encoder (no masking) -> InfoNCE."""
+  """Two lead-dropped views per record through one encoder (no masking) -> InfoNCE.
 
-  frozen_patterns = st_mem.FROZEN_IN_PRETRAINING
+  encoder "st_mem_encoder": the ST-MEM ViT, pooled tokens through a projection head (the
+  ablation arm of the hybrid); "ecg_fm_encoder": ECG-FM's encoder, the time-averaged transformer
+  output compared directly (proj_dim=0), which with adjacent views and patient positives is
+  ECG-FM's CMSC + RLM.
+  """
 
   def __init__(self, variant: str, *, leads: tuple[str, ...], view_len: int = 2250,
                view_mode: str = "two_crops", lead_drop_p: float = 0.5,
                temperature: float = 0.1, proj_dim: int = 128, positives: str = "record",
-               dtype: str = "float32"):
+               dtype: str = "float32", encoder: str = "st_mem_encoder"):
     if positives not in POSITIVES:
       raise ValueError(f"positives must be one of {POSITIVES}, got {positives!r}")
+    if proj_dim < 0:
+      raise ValueError(f"proj_dim must be >= 0 (0: no projection head), got {proj_dim}")
     self.variant = variant
     self.leads = tuple(leads)
-    self.lead_idx = np.asarray(leads_lib.lead_indices(self.leads), np.int32)
     self.view_len, self.view_mode = int(view_len), view_mode
     self.lead_drop_p, self.temperature, self.positives = lead_drop_p, temperature, positives
-    self.encoder = models.build_model("st_mem_encoder", variant, seq_len=self.view_len,
-                                      dtype=compute_dtype(dtype))
-    self.head = ProjectionHead(self.encoder.width, proj_dim)
+    self.encoder = view_encoders.build(encoder, variant, self.view_len, self.leads,
+                                       compute_dtype(dtype))
+    self.frozen_patterns = self.encoder.frozen_patterns
+    self.head = ProjectionHead(self.encoder.width, proj_dim) if proj_dim else None
 
   def init(self, rng, batch):
-    """Encoder and head params for views of the training batch; no mutable collections."""
+    """Encoder (and projection head) params for views of the training batch."""
     r_enc, r_head = jax.random.split(rng)
     x = jnp.zeros(batch["signal"].shape[:2] + (self.view_len,), jnp.float32)
-    enc = self.encoder.init(r_enc, x, lead_idx=self.lead_idx)["params"]
-    head = self.head.init(r_head, jnp.zeros((1, self.encoder.width)))["params"]
-    return {"encoder": enc, "head": head}, {}
+    params = {"encoder": self.encoder.init(r_enc, x)}
+    if self.head is not None:
+      params["head"] = self.head.init(r_head, jnp.zeros((1, self.encoder.width)))["params"]
+    return params, {}
 
   def embed_views(self, params, batch, rng) -> tuple[jax.Array, jax.Array, jax.Array]:
-    """(z0, z1, kept) projections of the two views of every record; kept (2B, leads)."""
+    """(z0, z1, kept) contrastive vectors of the two views of every record; kept (2B, leads)."""
     x = batch["signal"]
     keys = record_keys(rng, batch.get("index"), x.shape[0])
+    drop_rng = jax.random.fold_in(rng, KEY_DROPOUT)  # encoder dropout (ECG-FM only)
     views, kept = lead_drop_views(x, keys, mode=self.view_mode, view_len=self.view_len,
                                   p=self.lead_drop_p, lead_mask=batch.get("lead_mask"))
     # One encoder call over both views: half the launches, same numbers.
-    emb, _ = self.encoder.apply({"params": params["encoder"]}, jnp.concatenate(views),
-                                lead_idx=self.lead_idx)
-    z = self.head.apply({"params": params["head"]}, emb)
+    z = self.encoder.embed(params["encoder"], jnp.concatenate(views), drop_rng)
+    if self.head is not None:
+      z = self.head.apply({"params": params["head"]}, z)
     z0, z1 = jnp.split(z, 2)
     return z0, z1, jnp.concatenate(kept)
 
@@ -234,8 +228,7 @@ class LeadDropContrastive(base.Objective):
   def export_encoder(self, params, collections):
     """The encoder params (the projection head is a training device, not exported)."""
     del collections
-    return params["encoder"], encoder_description(self.variant, self.encoder.width,
-                                                  self.view_len, self.leads)
+    return params["encoder"], self.encoder.description()
 
 
 def view_len_from_config(config: ml_collections.ConfigDict) -> int:
@@ -250,11 +243,8 @@ def view_len_from_config(config: ml_collections.ConfigDict) -> int:
 
 @register("contrastive")
 def _build(config: ml_collections.ConfigDict) -> LeadDropContrastive:
-  if config.model not in ("st_mem_encoder", "st_mem"):
-    raise ValueError("objective 'contrastive' trains the ST-MEM encoder (config.model="
-                     f"'st_mem_encoder'), got config.model={config.model!r}")
   return LeadDropContrastive(
       config.variant, leads=tuple(config.input.leads), view_len=view_len_from_config(config),
       view_mode=config.view_mode, lead_drop_p=config.lead_drop_p,
       temperature=config.temperature, proj_dim=config.proj_dim,
-      positives=config.positives, dtype=config.dtype)
+      positives=config.positives, dtype=config.dtype, encoder=config.model)

@@ -1,8 +1,16 @@
-"""The wav2vec 2.0 objective ("wav2vec2") that pretrains ECG-FM (SPEC.md section 2).
+"""The wav2vec 2.0 objective ("wav2vec2") that pretrains ECG-FM, with CMSC + RLM (SPEC.md 2).
 
 Shapes stay static under jit: every frame is predicted and scored, and the contrastive loss,
 code statistics and negatives are weighted or drawn by the (per-record, variable-size) span
 mask instead of gathering a ragged set of masked frames.
+
+ECG-FM's full recipe adds, in the SAME forward pass: `views=2` cuts each 10 s record into two
+adjacent 5 s segments (each its own span mask), `lead_drop_p` zeroes every lead of every segment
+independently (RLM), and `cmsc_weight` > 0 adds CMSC, the symmetric InfoNCE between the two
+segments' time-averaged transformer outputs, positives = same record or same patient, negatives
+from the GLOBAL batch (every device; with gradient accumulation, the global micro-batch). The
+pooled outputs come from the masked pass (masked frames hold the mask embedding), so CMSC costs
+no second encoder pass.
 """
 
 from __future__ import annotations
@@ -15,8 +23,8 @@ import jax.numpy as jnp
 import ml_collections
 
 from ecgjax import models
-from ecgjax.models import ecg_fm
-from ecgjax.objectives import base, register
+from ecgjax.objectives import base, register, view_encoders
+from ecgjax.objectives import contrastive as con
 from ecgjax.objectives.masked_autoencoder import compute_dtype
 
 # Config keys this objective reads beyond variant / dtype / input.samples, with the reference's
@@ -30,6 +38,11 @@ DEFAULTS: dict[str, Any] = dict(
     diversity_weight=0.1,  # (num_vars - perplexity) / num_vars
     feature_pen_weight=10.0,  # mean(raw CNN features ** 2)
     gumbel_temperature=(2.0, 0.5, 0.999995),  # (start, end, decay per update)
+    views=1,  # 1: the input window is the segment; 2: two adjacent halves (CMSC)
+    lead_drop_p=0.0,  # RLM: each lead of each segment zeroed with this probability
+    cmsc_weight=0.0,  # weight of CMSC's InfoNCE between the two segments (needs views=2)
+    temperature=0.1,  # CMSC logits = cos / temperature (the key the contrastive objective uses)
+    positives="patient",  # CMSC positives: "record" (its other segment) or "patient"
 )
 
 
@@ -97,12 +110,16 @@ class Wav2Vec2(base.Objective):
     unknown = set(options) - set(DEFAULTS)
     if unknown:
       raise ValueError(f"unknown wav2vec2 options {sorted(unknown)}; known: {sorted(DEFAULTS)}")
-    self.opts = {**DEFAULTS, **options}
+    self.opts = o = {**DEFAULTS, **options}
+    if o["views"] not in (1, 2):
+      raise ValueError(f"views must be 1 or 2 (two adjacent segments), got {o['views']}")
+    if o["cmsc_weight"] and o["views"] != 2:
+      raise ValueError("cmsc_weight > 0 contrasts two segments of a record: set views=2")
+    if o["positives"] not in con.POSITIVES:
+      raise ValueError(f"positives must be one of {con.POSITIVES}, got {o['positives']!r}")
     self.variant = variant
-    self.samples = int(samples)
-    self.frames = self.samples
-    for _ in range(4):  # four stride-2, kernel-2 convolutions
-      self.frames = (self.frames - 2) // 2 + 1
+    self.samples = int(samples) // o["views"]  # the encoder's window (one segment)
+    self.frames = view_encoders.conv_frames(self.samples)
     if self.frames <= self.opts["mask_length"]:
       raise ValueError(f"{samples} samples give {self.frames} frames, too few for spans of "
                        f"{self.opts['mask_length']}")
@@ -120,25 +137,47 @@ class Wav2Vec2(base.Objective):
 
   def init(self, rng, batch):
     """Params from a batch of the training shape; no mutable collections."""
-    x = jnp.asarray(batch["signal"])
+    x = jnp.asarray(batch["signal"])[..., :self.samples]
     p_rng, g_rng = jax.random.split(rng)
     mask = jnp.zeros((x.shape[0], self.frames), bool)
     variables = self.model.init({"params": p_rng, "gumbel": g_rng}, x, mask)
     return variables["params"], {}
 
-  def loss(self, params, collections, batch, rng, step):
-    """Contrastive CE (positive at index 0) + weighted diversity and feature penalty."""
-    o = self.opts
-    x = batch["signal"]
+  def segments(self, batch: base.Batch, rng: jax.Array) -> tuple[jax.Array, jax.Array,
+                                                                 jax.Array]:
+    """(x (V*B, leads, samples), segment index (V*B,), leads kept (V*B, leads)).
+
+    Row v*B + i is segment v of record i; its index 2 * index + v (views=2) keys its masks.
+    """
+    o, x = self.opts, batch["signal"]
+    b = x.shape[0]
     index = batch.get("index")
-    mask_rng, neg_rng, drop_rng, gumbel_rng = jax.random.split(rng, 4)
+    index = jnp.arange(b) if index is None else index
+    keys = con.record_keys(rng, index, b)
+    lead_mask = batch.get("lead_mask")
+    if o["views"] == 2:
+      views, kept = con.lead_drop_views(x, keys, mode="adjacent", view_len=self.samples,
+                                        p=o["lead_drop_p"], lead_mask=lead_mask)
+      return (jnp.concatenate(views), jnp.concatenate([2 * index, 2 * index + 1]),
+              jnp.concatenate(kept))
+    if o["lead_drop_p"] > 0:
+      x, kept = con.random_lead_drop(x, o["lead_drop_p"], con.fold_keys(keys, con.KEY_DROP),
+                                     lead_mask)
+    else:
+      kept = jnp.ones(x.shape[:2], x.dtype) if lead_mask is None else lead_mask
+    return x, index, kept
+
+  def loss(self, params, collections, batch, rng, step):
+    """wav2vec 2.0 CE (positive at index 0) + diversity + feature penalty (+ CMSC)."""
+    o = self.opts
+    mask_rng, neg_rng, drop_rng, gumbel_rng, view_rng = jax.random.split(rng, 5)
+    x, index, kept = self.segments(batch, view_rng)
     mask = self.masks(mask_rng, index, x.shape[0])
     tau = gumbel_temperature(jnp.asarray(step), *o["gumbel_temperature"])
     out = self.model.apply({"params": params}, x, mask, tau, train=True,
                            rngs={"dropout": drop_rng, "gumbel": gumbel_rng})
 
-    keys = jax.vmap(lambda i: jax.random.fold_in(neg_rng, i))(
-        jnp.arange(x.shape[0]) if index is None else index)
+    keys = jax.vmap(lambda i: jax.random.fold_in(neg_rng, i))(index)
     negs = jax.vmap(lambda k, m: sample_negatives(k, m, o["num_negatives"]))(keys, mask)
     sim = _cosine(out["preds"], out["targets"])  # (B, T, T): pred t vs target s
     pos = jnp.diagonal(sim, axis1=1, axis2=2)[..., None]
@@ -162,25 +201,23 @@ class Wav2Vec2(base.Objective):
     feature_pen = jnp.mean(jnp.square(out["features"].astype(jnp.float32)))
     loss = (contrastive + o["diversity_weight"] * diversity
             + o["feature_pen_weight"] * feature_pen)
-    return loss, base.LossAux(
-        terms={"contrastive": contrastive, "diversity": diversity, "feature_pen": feature_pen},
-        metrics={"temperature": tau, "code_perplexity": code_ppl, "prob_perplexity": prob_ppl,
-                 "accuracy": accuracy, "masked_fraction": w.mean()},
-        collections=collections)
+    terms = {"wav2vec2": contrastive, "diversity": diversity, "feature_pen": feature_pen}
+    metrics = {"temperature": tau, "code_perplexity": code_ppl, "prob_perplexity": prob_ppl,
+               "accuracy": accuracy, "masked_fraction": w.mean(), "leads_kept": kept.mean()}
+    if o["cmsc_weight"]:
+      z0, z1 = jnp.split(out["hidden"].astype(jnp.float32).mean(1), 2)
+      positives = con.positives_matrix(batch, o["positives"])
+      cmsc = con.info_nce(z0, z1, o["temperature"], positives)
+      loss = loss + o["cmsc_weight"] * cmsc
+      terms["cmsc"] = cmsc
+      metrics["cmsc_retrieval_top1"] = con.retrieval_accuracy(z0, z1, positives)
+    return loss, base.LossAux(terms=terms, metrics=metrics, collections=collections)
 
   def export_encoder(self, params, collections):
     """The encoder's params (without the pretraining-only mask_emb) and description."""
     del collections
     enc = {k: v for k, v in params["encoder"].items() if k != "mask_emb"}
-    return enc, {
-        "model": "ecg_fm",
-        "variant": self.variant,
-        "module": "ecg_fm_encoder",
-        "overrides": {},
-        "embedding": {"dim": int(self.model.width), "pooling": "mean over frames",
-                      "frames": int(self.frames)},
-        "input": {"samples": self.samples},
-    }
+    return enc, view_encoders.ecg_fm_description(self.variant, self.model.width, self.samples)
 
 
 @register("wav2vec2")

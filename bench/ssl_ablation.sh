@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # SSL ablation on the shared PTB-XL corpus: MAE-only, contrastive-only and hybrid pretraining of
 # one ST-MEM ViT with identical settings and steps, ECG-FM's recipe (wav2vec 2.0 + CMSC + RLM) for
-# the same steps, a randomly initialised ST-MEM encoder, and the fusion of the MAE and contrastive
-# embeddings; each probed by grouped 5-fold CV over the 353 labelled PTB-XL records, two seeds.
+# the same steps, randomly initialised ST-MEM and ECG-FM encoders, and the fusion of the MAE and
+# contrastive embeddings; each probed by grouped 5-fold CV over the 353 labelled PTB-XL records,
+# two seeds.
 #   bash bench/ssl_ablation.sh                           # the README's table (mu, 800 steps, CPU)
 #   VARIANT=S/75 ECGFM_VARIANT=small STEPS=20000 BATCH=256 bash bench/ssl_ablation.sh   # GPU
 # Finished arms (an export present) are not retrained, so an interrupted run picks up where it
@@ -32,8 +33,10 @@ for preset in mae contrastive hybrid; do
 done
 pretrain ecgfm "configs/ecgfm.py:variant=$ECGFM_VARIANT,corpus=ptbxl250" \
   --config.base_lr="$(base_lr "$ECGFM_PEAK_LR")"
+# Randomly initialised encoders of both families: what pretraining adds to each architecture.
 pretrain random "configs/hybrid.py:variant=$VARIANT,preset=mae,corpus=ptbxl250" --config.total_steps=0
-ARMS=(random mae contrastive hybrid ecgfm)
+pretrain random_ecgfm "configs/ecgfm.py:variant=$ECGFM_VARIANT,corpus=ptbxl250" --config.total_steps=0
+ARMS=(random mae contrastive hybrid random_ecgfm ecgfm)
 for arm in "${ARMS[@]}"; do
   [ -f "$OUT/$arm.npz" ] || "$PY" finetune/embed.py --export "$OUT/$arm/export" --data "$PTBXL" \
     --out "$OUT/$arm.npz"
@@ -46,14 +49,30 @@ probe() {  # name, then embedding files
 }
 for arm in "${ARMS[@]}"; do probe "$arm" "$OUT/$arm.npz"; done
 probe fusion_mae_contrastive "$OUT/mae.npz" "$OUT/contrastive.npz"
-"$PY" - "$OUT" "${ARMS[@]}" fusion_mae_contrastive <<'PY' | tee "$OUT/summary.txt"
-import json, sys, os
+"$PY" - "$OUT" "${ARMS[@]}" fusion_mae_contrastive <<'PY' | tee "$OUT/summary.md"
+import datetime, json, os, re, sys
 out, names = sys.argv[1], sys.argv[2:]
-print(f"{'encoder':28s} {'macro AUROC':>12s} {'95% CI':>16s} {'mean+-std':>14s}")
-for name in names:
-  d = json.load(open(os.path.join(out, f"{name}.json")))
+
+def minutes(arm):  # pretraining wall time from the first and last timestamped log lines
+  path = os.path.join(out, f"{arm}.log")
+  if not os.path.exists(path):
+    return "-"
+  stamps = re.findall(r"^[IWE]\d{4} (\d\d:\d\d:\d\d)", open(path).read(), re.M)
+  if len(stamps) < 2:
+    return "-"
+  t0, t1 = (datetime.datetime.strptime(s, "%H:%M:%S") for s in (stamps[0], stamps[-1]))
+  return f"{((t1 - t0).total_seconds() % 86400) / 60:.0f}"
+
+rows = [json.load(open(os.path.join(out, f"{n}.json"))) for n in names]
+labels = rows[0]["label_names"]
+print("| encoder | pretraining min | macro AUROC (95% CI) | mean +- std over seeds | macro AUPRC | "
+      + " | ".join(labels) + " |")
+print("|---" * (5 + len(labels)) + "|")
+for name, d in zip(names, rows):
   lo, hi = d["macro_auroc_ci"]
   std = d.get("macro_auroc_std")  # null with a single seed
-  spread = f"{d['macro_auroc_mean']:.3f}+-{std:.3f}" if std is not None else "-"
-  print(f"{name:28s} {d['macro_auroc']:12.3f} {f'({lo:.3f}-{hi:.3f})':>16s} {spread:>14s}")
+  spread = f"{d['macro_auroc_mean']:.3f} +- {std:.3f}" if std is not None else "-"
+  per = " | ".join(f"{d['per_label'][k]['auroc']:.3f}" for k in labels)
+  print(f"| {name} | {minutes(name)} | {d['macro_auroc']:.3f} ({lo:.3f}-{hi:.3f}) | {spread} | "
+        f"{d['macro_auprc']:.3f} | {per} |")
 PY

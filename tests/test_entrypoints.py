@@ -18,8 +18,8 @@ from ecgjax.train import export as export_lib
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
-def _run(args, **kw):
-  env = {**os.environ, "JAX_PLATFORMS": "cpu", "PYTHONUNBUFFERED": "1"}
+def _run(args, env_extra=None, **kw):
+  env = {**os.environ, "JAX_PLATFORMS": "cpu", "PYTHONUNBUFFERED": "1", **(env_extra or {})}
   return subprocess.run([sys.executable, *args], cwd=REPO, env=env, capture_output=True,
                         text=True, timeout=600, **kw)
 
@@ -147,8 +147,31 @@ def test_pretrain_on_the_shared_corpus_exports_its_preprocessing(shared_dir, tmp
                                     "configs/hybrid.py:variant=mu,preset=contrastive,runlocal"])
 def test_every_config_file_runs_through_the_entry_point(config, tmp_path):
   """Config files are loaded by path (not as a package): each must import and train."""
+  # (configs/finetune.py runs through finetune/finetune.py: see the test below.)
   proc = _run(["pretrain/main.py", "--config", config, "--workdir", str(tmp_path),
                "--config.total_steps=1", "--config.batch_size=8", "--config.log_every_steps=1",
                "--config.data_workers=0", "--config.export_at_end=false"])
   assert proc.returncode == 0, proc.stderr[-3000:]
   assert "step 1/1" in proc.stderr
+
+
+# configs/finetune.py is not a pretraining config: it runs through finetune/finetune.py.
+@pytest.mark.parametrize("config", ["configs/finetune.py:backbone=net1d,fs=100,runlocal",
+                                    "configs/finetune.py:backbone=resnet1d,fs=100,runlocal"])
+def test_finetune_config_runs_through_its_entry_point_and_report_reads_it(config, tmp_path):
+  env = {"JAX_NUM_CPU_DEVICES": "2"}  # two devices: the paired batch is split across them
+  proc = _run(["finetune/finetune.py", "--config", config, "--workdir", str(tmp_path),
+               "--config.epochs=1", "--config.data=synthetic:40?seed=1&fs=100&seconds=10",
+               "--config.input.samples=400", "--config.batch_size=8",
+               "--config.bootstrap=20"], env_extra=env)
+  assert proc.returncode == 0, proc.stderr[-3000:]
+  assert "macro AUROC" in proc.stdout and "split1 done" in proc.stderr
+  with open(tmp_path / "results.json") as f:
+    results = json.load(f)
+  assert results["n_splits"] == 2 and 0 <= results["macro_auroc"] <= 1
+  report = _run(["finetune/report.py", "--predictions", str(tmp_path / "predictions.csv"),
+                 "--bootstrap=20", "--json"])
+  assert report.returncode == 0, report.stderr[-3000:]
+  summary = json.loads(report.stdout.strip().splitlines()[-1])
+  assert summary["n_records"] == 40
+  assert summary["macro_auroc"] == pytest.approx(results["macro_auroc"])

@@ -46,10 +46,10 @@ from ecgjax.data.formats.prepared import (
     PreparedSource,
     prepare_record,
 )
+from ecgjax.data.eval_pipeline import eval_batches
 from ecgjax.data.pipeline import (
     TooManyBadRecordsError,
     bad_record_count,
-    eval_batches,
     train_dataset,
     train_iterator,
 )

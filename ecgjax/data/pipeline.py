@@ -1,4 +1,4 @@
-"""grain input pipelines: an endless resumable training stream, in-order eval batches.
+"""grain input pipeline: an endless, resumable training stream (eval batches: eval_pipeline.py).
 
 Training stream design (per process):
 
@@ -25,6 +25,12 @@ same record trips the check with 0 or 2 workers. That stage exposes
 `records_seen`, `bad_records` and `bad_examples` on the iterator; the counts
 are part of its state, so they survive a resume.
 
+Fine-tuning (AnyECG-CCTA, SPEC.md section 4) adds two options. `augment_epochs=E`
+calls the augmentation at strength alpha(e, E) of the stream epoch e = position //
+len(source) (the global position, before sharding, so every process agrees);
+`paired=True` yields each record twice, its original then its augmented copy in
+adjacent rows, so a batch of b records holds 2b rows.
+
 Prepared data (`prepared:DIR`) carries a "prepared" key with the Preprocessing
 it was made with: `prepare_record` then skips the offline steps (they ran once
 at prepare time) and only reorders leads; crop and finish stay online.
@@ -32,8 +38,7 @@ at prepare time) and only reorders leads; crop and finish stay online.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator, Sequence
-import concurrent.futures
+from collections.abc import Callable
 import hashlib
 import json
 import math
@@ -92,24 +97,33 @@ def _check_labels(rec: sources_lib.Record, n_labels: int) -> np.ndarray:
 
 
 class _TrainExample:
-  """grain random map: source index -> example dict, or a bad-record marker."""
+  """grain random map: source index -> example dict, or a bad-record marker.
+
+  With a schedule the element is (stream position, source index), so the
+  epoch that sets the augmentation strength is known per record.
+  """
 
   def __init__(self, source: sources_lib.Source,
                preprocessing: transforms.Preprocessing,
-               augment: Augment | None):
+               augment: Augment | None, *, augment_epochs: float = 0.0,
+               paired: bool = False):
     self.source = source
     self.preprocessing = preprocessing
     self.augment = augment
+    self.augment_epochs = float(augment_epochs)
+    self.paired = paired
     self.n_labels = len(source.label_names)
 
-  def __call__(self, index: int, rng: np.random.Generator) -> dict[str, Any]:
+  def __call__(self, element: Any, rng: np.random.Generator) -> dict[str, Any]:
     pp = self.preprocessing
+    position, index = element if isinstance(element, tuple) else (None, element)
     try:
       rec = self.source[int(index)]
       x, mask = prepare_record(pp, rec)
       x = pp.finish(transforms.random_crop(x, pp.samples, rng))
       if self.augment is not None:
-        x = self._augment(x, mask, rng)
+        y = self._augment(x, mask, rng, position)
+        x = np.stack([x, y]) if self.paired else y
       labels = _check_labels(rec, self.n_labels)
     except sources_lib.BadRecordError as e:
       return {_BAD_ID: e.record_id, _BAD_REASON: e.reason}
@@ -118,13 +132,21 @@ class _TrainExample:
             "patient": patient_key(rec.get("patient_id", rec["record_id"]))}
 
   def _augment(self, x: np.ndarray, mask: np.ndarray,
-               rng: np.random.Generator) -> np.ndarray:
-    y = np.asarray(self.augment(x, rng), dtype=np.float32)
+               rng: np.random.Generator, position: int | None) -> np.ndarray:
+    augment = self.augment
+    if self.augment_epochs > 0:
+      epoch = int(position) // len(self.source)
+      augment = augment.at_epoch(epoch, self.augment_epochs)
+    y = np.asarray(augment(x, rng), dtype=np.float32)
     if y.shape != x.shape:
       raise ValueError(f"augment {self.augment!r} changed the window's shape "
                        f"from {x.shape} to {y.shape}")
     # Absent leads must stay zeros: added noise would make them look recorded.
     return y * mask[:, None]
+
+
+def _with_position(position: int, index: int) -> tuple[int, int]:
+  return position, index
 
 
 class _PackChunk:
@@ -135,8 +157,9 @@ class _PackChunk:
   single records near 1000/s in the main process whatever the worker count.
   """
 
-  def __init__(self, n_leads: int, samples: int, n_labels: int):
-    self.shapes = {"signal": (n_leads, samples), "lead_mask": (n_leads,),
+  def __init__(self, n_leads: int, samples: int, n_labels: int, copies: int = 1):
+    signal = (n_leads, samples) if copies == 1 else (copies, n_leads, samples)
+    self.shapes = {"signal": signal, "lead_mask": (n_leads,),
                    "labels": (n_labels,), "index": (), "patient": ()}
 
   def __call__(self, elements: list[dict[str, Any]]) -> dict[str, Any]:
@@ -209,8 +232,13 @@ class _SkipCountBatchIterator(grain.DatasetIterator):
         self._check()
       if self._row > row0:
         pieces.append((chunk, row0, self._row))
-    return {k: np.concatenate([c[k][a:b] for c, a, b in pieces])
-            for k in ("signal", "lead_mask", "labels", "index", "patient")}
+    out = {k: np.concatenate([c[k][a:b] for c, a, b in pieces])
+           for k in ("signal", "lead_mask", "labels", "index", "patient")}
+    if out["signal"].ndim == 4:  # paired: (b, 2, leads, T) -> rows 2i, 2i+1
+      copies = out["signal"].shape[1]
+      out = {k: (v.reshape((-1,) + v.shape[2:]) if k == "signal"
+                 else np.repeat(v, copies, axis=0)) for k, v in out.items()}
+    return out
 
   def _skip(self, record_id: str, reason: str) -> None:
     self.bad_records += 1
@@ -296,6 +324,8 @@ def train_dataset(
     read_threads: int = 4,
     max_bad_fraction: float = 0.01,
     augment: Augment | None = None,
+    augment_epochs: float = 0.0,
+    paired: bool = False,
 ) -> grain.IterDataset:
   """The training stream as a grain IterDataset (see the module docstring)."""
   if global_batch_size % process_count:
@@ -311,6 +341,12 @@ def train_dataset(
     raise ValueError(f"max_bad_fraction must be in [0, 1), got {max_bad_fraction}")
   if augment is not None and not callable(augment):
     raise TypeError(f"augment must be callable (x, rng) -> x, got {augment!r}")
+  if augment_epochs > 0 and not hasattr(augment, "at_epoch"):
+    raise TypeError("augment_epochs needs a scheduled augmentation with "
+                    f"at_epoch(epoch, total_epochs) (ScheduledAugment), got {augment!r}")
+  if paired and augment is None:
+    raise ValueError("paired=True pairs each record with its augmented copy: "
+                     "give an augment")
   if worker_count > 0 and not flags.FLAGS.is_parsed():
     raise RuntimeError(
         "grain worker processes read absl flags: run under absl.app.run, or "
@@ -319,12 +355,17 @@ def train_dataset(
   local_batch = global_batch_size // process_count
   ds = grain.MapDataset.range(len(source))
   ds = ds.shuffle(seed=_derived_seed(seed, 0)).repeat()
-  ds = ds.random_map(_TrainExample(source, preprocessing, augment),
+  if augment_epochs > 0:
+    # Positions key the per-record rng as before, so this changes no random draw.
+    ds = ds.map_with_index(_with_position)
+  ds = ds.random_map(_TrainExample(source, preprocessing, augment,
+                                   augment_epochs=augment_epochs, paired=paired),
                      seed=_derived_seed(seed, 1))
   ds = ds[process_index::process_count]
   # Fixed size (not tied to the worker count), so the element order is too.
   ds = ds.batch(CHUNK, batch_fn=_PackChunk(
-      len(preprocessing.leads), preprocessing.samples, len(source.label_names)))
+      len(preprocessing.leads), preprocessing.samples, len(source.label_names),
+      copies=2 if paired else 1))
   batch_chunks = math.ceil(local_batch / CHUNK)
   it = ds.to_iter_dataset(grain.ReadOptions(
       num_threads=read_threads,
@@ -352,6 +393,8 @@ def train_iterator(
     read_threads: int = 4,
     max_bad_fraction: float = 0.01,
     augment: Augment | None = None,
+    augment_epochs: float = 0.0,
+    paired: bool = False,
 ) -> grain.DatasetIterator:
   """Endless iterator of local training batches with get_state()/set_state().
 
@@ -378,7 +421,11 @@ def train_iterator(
   RandAugment acts on the normalised signal): augmenting before a z-score would
   cancel any amplitude scaling. Amplitudes are therefore in standardised units.
   Absent leads (mask 0) are zeroed again afterwards. It runs in the grain
-  workers: make it picklable.
+  workers: make it picklable. augment_epochs > 0: `augment.at_epoch(e,
+  augment_epochs)` (a ScheduledAugment) augments the records of stream epoch e.
+  paired: every record gives two adjacent rows, original then augmented, so a
+  batch holds 2 * global_batch_size // process_count rows (global_batch_size
+  counts records).
 
   worker_count: grain worker processes (0: in this process, `read_threads`
   threads); worker_buffer_size: batches each worker keeps ready.
@@ -388,85 +435,4 @@ def train_iterator(
       process_index=process_index, process_count=process_count,
       worker_count=worker_count, worker_buffer_size=worker_buffer_size,
       read_threads=read_threads, max_bad_fraction=max_bad_fraction,
-      augment=augment))
-
-
-def _eval_example(source, preprocessing, n_crops, n_labels, index):
-  try:
-    rec = source[int(index)]
-    x, mask = prepare_record(preprocessing, rec)
-    return rec, preprocessing.crops_of(x, n_crops), mask, _check_labels(
-        rec, n_labels)
-  except sources_lib.BadRecordError as e:
-    _report_bad(e)
-    return None
-def _stack_eval(items: list[tuple[Any, ...]], batch_size: int,
-                template: dict[str, np.ndarray]) -> Batch:
-  """Stacks examples and pads to batch_size with zeros / valid=False."""
-  n = len(items)
-  out = {k: np.zeros((batch_size,) + v.shape, v.dtype) for k, v in template.items()}
-  out["record_id"] = np.full(batch_size, "", dtype=object)
-  out["patient_id"] = np.full(batch_size, "", dtype=object)
-  out["fold"] = np.zeros(batch_size, np.int64)
-  out["index"] = np.full(batch_size, -1, np.int64)
-  out["valid"] = np.zeros(batch_size, bool)
-  for j, (index, (rec, crops, mask, labels)) in enumerate(items):
-    out["signal"][j], out["lead_mask"][j], out["labels"][j] = crops, mask, labels
-    out["record_id"][j] = rec["record_id"]
-    out["patient_id"][j] = rec.get("patient_id", rec["record_id"])
-    out["fold"][j] = rec.get("fold", 0)
-    out["index"][j] = index
-  out["valid"][:n] = True
-  out["record_id"] = out["record_id"].astype(str)
-  out["patient_id"] = out["patient_id"].astype(str)
-  return out
-
-
-def eval_batches(
-    source: sources_lib.Source,
-    preprocessing: transforms.Preprocessing,
-    *,
-    batch_size: int,
-    n_crops: int = 1,
-    indices: Sequence[int] | None = None,
-    num_threads: int = 0,
-) -> Iterator[Batch]:
-  """Deterministic batches over all records (or `indices`) in order.
-
-  Each batch: signal float32 (b, n_crops, leads, samples) -- always 4-D, also
-  for n_crops == 1, so eval code has one shape to handle -- lead_mask
-  (b, leads), labels (b, n_labels), record_id / patient_id (str arrays),
-  fold / index (int64), valid (bool). The last batch is padded to batch_size
-  (valid=False) so a jitted function sees one shape. Bad records are skipped
-  and logged.
-  """
-  order = np.arange(len(source)) if indices is None else np.asarray(indices)
-  n_leads, n_labels = len(preprocessing.leads), len(source.label_names)
-  template = {
-      "signal": np.zeros((n_crops, n_leads, preprocessing.samples), np.float32),
-      "lead_mask": np.zeros(n_leads, np.float32),
-      "labels": np.zeros(n_labels, np.float32),
-  }
-  def load(i):
-    return _eval_example(source, preprocessing, n_crops, n_labels, i)
-
-  pool = (concurrent.futures.ThreadPoolExecutor(num_threads)
-          if num_threads > 0 else None)
-  try:
-    pending: list[tuple[int, Any]] = []
-    chunk = max(batch_size, 4 * max(num_threads, 1))
-    for start in range(0, len(order), chunk):
-      part = order[start:start + chunk]
-      results = pool.map(load, part) if pool else map(load, part)
-      for index, ex in zip(part, results):
-        if ex is None:
-          continue
-        pending.append((int(index), ex))
-        if len(pending) == batch_size:
-          yield _stack_eval(pending, batch_size, template)
-          pending = []
-    if pending:
-      yield _stack_eval(pending, batch_size, template)
-  finally:
-    if pool:
-      pool.shutdown(wait=False, cancel_futures=True)
+      augment=augment, augment_epochs=augment_epochs, paired=paired))

@@ -31,6 +31,7 @@ def build(config: ml_collections.ConfigDict) -> Objective:
 def _load_builtin() -> None:
   # Imported lazily so `ecgjax.objectives.base` stays importable without the models.
   from ecgjax.objectives import contrastive, hybrid, masked_autoencoder, wav2vec2  # noqa: F401
+  from ecgjax.finetune import objective  # noqa: F401  ("supervised")
 
 
 __all__ = ["GradCombiner", "LossAux", "Objective", "build", "register"]

@@ -35,6 +35,8 @@ class Objective(abc.ABC):
 
   # Regexes over '/'-joined parameter paths whose updates are zeroed (frozen tables).
   frozen_patterns: tuple[str, ...] = ()
+  # Combines per-task gradients (LossAux.tasks) into one, e.g. PCGrad; None: plain gradient.
+  grad_combiner: GradCombiner | None = None
 
   @abc.abstractmethod
   def init(self, rng: jax.Array, batch: Batch) -> tuple[PyTree, PyTree]:
@@ -48,6 +50,11 @@ class Objective(abc.ABC):
   @abc.abstractmethod
   def export_encoder(self, params: PyTree, collections: PyTree) -> tuple[PyTree, dict]:
     """(encoder variables, JSON-able encoder description) for `ecgjax.train.export`."""
+
+  def lr_scales(self, params: PyTree) -> PyTree | None:
+    """Per-parameter learning-rate multipliers (layer-wise decay), or None for all 1."""
+    del params
+    return None
 
   def visualize(self, params: PyTree, collections: PyTree, batch: dict[str, np.ndarray],
                 rng: jax.Array, path: str) -> str | None:

@@ -70,7 +70,8 @@ def _example_batch(source, preprocessing, n: int) -> dict[str, np.ndarray]:
           "patient": np.zeros((n,), np.int32)}
 
 
-def _check_finite(state: dict[str, Any], where: str) -> None:
+def check_finite(state: dict[str, Any], where: str) -> None:
+  """Raises NonFiniteLossError if the state recorded a non-finite loss or gradient step."""
   bad = int(jax.device_get(state["first_bad_step"]))
   if bad >= 0:
     raise NonFiniteLossError(
@@ -142,7 +143,7 @@ def train(config: ml_collections.ConfigDict, workdir: str, *,
         writer.start(step)
       if step % config.log_every_steps == 0 or step == config.total_steps:
         host = jax.device_get(metrics)
-        _check_finite(state, f"logged at step {step}")
+        check_finite(state, f"logged at step {step}")
         record = writer.write(step, {**host, "lr": float(schedule(step - 1)),
                                      "bad_records": data_iter.bad_records,
                                      "records_seen": data_iter.records_seen})
@@ -156,7 +157,7 @@ def train(config: ml_collections.ConfigDict, workdir: str, *,
       stopping = sigterm.raised or (stop_after is not None and step - start >= stop_after)
       if (step % config.checkpoint_every_steps == 0 or step == config.total_steps
           or sigterm.raised):
-        _check_finite(state, f"before saving step {step}")
+        check_finite(state, f"before saving step {step}")
         checkpointer.save(step, state, data_iter)
       if stopping:
         if sigterm.raised:

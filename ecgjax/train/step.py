@@ -132,6 +132,18 @@ def make_train_step(objective: Objective, tx: optax.GradientTransformation, mesh
   return step_fn
 
 
+def scale_updates(scales: PyTree) -> optax.GradientTransformation:
+  """Multiplies each update by its scale: per-parameter learning rates after AdamW.
+
+  AdamW's decoupled weight decay is part of its update, so it is scaled too, as a
+  per-layer learning rate would scale it.
+  """
+  def update(updates, state, params=None):
+    del params
+    return jax.tree.map(lambda u, s: u * jnp.asarray(s, u.dtype), updates, scales), state
+  return optax.GradientTransformation(lambda params: optax.EmptyState(), update)
+
+
 @dataclasses.dataclass
 class Training:
   """What a run needs to train: optimizer, state layout and the jitted, donating step."""
@@ -150,11 +162,15 @@ def build_training(config: ml_collections.ConfigDict, objective: Objective, mesh
   # Optimizer labels need parameter names only: get them without allocating.
   abstract_params = jax.eval_shape(lambda: objective.init(jax.random.PRNGKey(0), example)[0])
   tx, schedule = optim.make_optimizer(config, abstract_params, objective.frozen_patterns)
+  scales = objective.lr_scales(abstract_params)
+  if scales is not None:
+    tx = optax.chain(tx, scale_updates(scales))
   init_fn = lambda: init_state(objective, tx, example, config.seed)
   abstract_state = jax.eval_shape(init_fn)
   shardings = mesh_lib.state_shardings(abstract_state, mesh, config.param_sharding)
   train_step = jax.jit(
-      make_train_step(objective, tx, mesh, accum_steps=config.grad_accum_steps),
+      make_train_step(objective, tx, mesh, accum_steps=config.grad_accum_steps,
+                      grad_combiner=objective.grad_combiner),
       donate_argnums=(0,),
       in_shardings=(shardings, mesh_lib.batch_sharding(mesh)),
       out_shardings=(shardings, mesh_lib.replicated(mesh)))

@@ -1,0 +1,119 @@
+"""Supervised fine-tuning (SPEC.md sections 3, 4, 6), run by finetune/finetune.py.
+
+  python finetune/finetune.py --config configs/finetune.py:backbone=net1d --workdir runs/ft \
+      --config.data='ptbxl:../shared/data/ptbxl'
+  python finetune/finetune.py --config configs/finetune.py:backbone=net1d,runlocal --workdir /tmp/ft
+  python finetune/finetune.py --config configs/finetune.py:backbone=export --workdir runs/ft_stmem \
+      --config.export=runs/demo/stmem/export --config.data='ptbxl:../shared/data/ptbxl'
+
+Arguments after ':' (comma separated): backbone=net1d|resnet1d|resnet2d|export; variant= (net1d:
+ecgfounder|8m|mu, default 8m; resnet1d: resnet1d18|34|50|mu, default resnet1d50; resnet2d:
+resnet2d50_sa|resnet2d50|mu); fs= the input rate in Hz (default 500 as ECGFounder; 100 reads
+PTB-XL's records100 for CPU runs); runlocal (a two-minute CPU run on synthetic data).
+"""
+
+import ml_collections
+
+from ecgjax.configs import parse_arg
+
+LEADS_12 = "I,II,III,aVR,aVL,aVF,V1,V2,V3,V4,V5,V6"
+BACKBONES = {"net1d": "8m", "resnet1d": "resnet1d50", "resnet2d": "resnet2d50_sa", "export": ""}
+
+
+def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
+  """The fine-tuning config; every key is declared here."""
+  arg = parse_arg(arg, backbone="net1d", variant="", fs=500.0, runlocal=False)
+  if arg.backbone not in BACKBONES:
+    raise ValueError(f"backbone={arg.backbone!r}: known backbones are {', '.join(BACKBONES)}")
+  c = ml_collections.ConfigDict()
+  c.seed = 0                      # params, dropout, data order and augmentation derive from it
+  c.objective = "supervised"      # ecgjax.objectives registry name
+  # Backbone: a Net1D/ResNet by name, or (export != "") a pretrained encoder with a new head.
+  c.model = arg.backbone          # net1d | resnet1d | resnet2d | export
+  c.variant = arg.variant or BACKBONES[arg.backbone]
+  c.export = ""                   # WORKDIR/export of a pretraining run (ST-MEM, ECG-FM, hybrid)
+  c.mode = "full"                 # full: train all | linear_probe: only the head | scratch:
+                                  # random init (of the export's architecture, too)
+  c.dtype = "float32"             # compute dtype: float32 or bfloat16 (params stay float32)
+  c.use_bn = True                 # Net1D BatchNorm (ECGFounder: off; AnyECG-CCTA: on)
+  c.backbone_dropout = 0.0        # Net1D dropout (AnyECG-CCTA: 0.5); 0 = off
+  c.head_dropout = 0.0            # dropout before the new head of an export's encoder
+
+  # Task and loss.
+  c.task = "multilabel"           # multilabel (one logit per label) | multiclass | regression
+  c.labels = ""                   # comma list of the data's labels to learn; "" = all
+  c.loss = "bce"                  # multilabel: bce | focal | brl (binary recall loss, EIANet)
+  c.pos_weight = "none"           # BCE positive weights: none | balanced (n_neg/n_pos of the
+                                  # training split) | one number or one per label
+  c.focal_gamma = 2.0             # focal loss (1 - p_t)^gamma
+  c.focal_alpha = 0.25            # focal loss class weight; < 0: none
+  c.weighting = "none"            # task weighting: none (mean) | uncertainty (Kendall, s_t = 0)
+  c.pcgrad = "none"               # none | paper (random order, sum) | reference (AnyECG-CCTA:
+                                  # fixed order, only later tasks, mean)
+  c.layer_decay = 0.0             # layer-wise lr decay for transformer encoders (e.g. 0.75);
+                                  # 0 = off
+
+  # Data: any data spec; records are prepared once and held in memory.
+  c.data = "synthetic:600?seed=0&fs=500&seconds=10"
+  c.external = ""                 # data spec of an external set: fold-ensemble predictions
+  c.data_workers = 0              # grain worker processes (0: threads in this process)
+  c.max_bad_fraction = 0.01       # unreadable records are skipped; past this fraction, stop
+  c.augment = "scheduled"         # none | scheduled (AnyECG-CCTA: roll, scale, noise, occlusion
+                                  # at strength alpha(e) = 0.5 + 0.5 cos(pi e / E))
+  c.paired = True                 # each batch holds every record AND its augmented copy
+  c.input = ml_collections.ConfigDict()  # input contract (an export brings its own)
+  c.input.fs = arg.fs
+  c.input.samples = int(round(10 * arg.fs))  # 10 s
+  c.input.leads = tuple(LEADS_12.split(","))
+  c.input.bandpass = (0.67, 40.0)  # ECGFounder's Butterworth band, zero-phase
+  c.input.filter_order = 4
+  c.input.standardize = "per_lead"  # AnyECG-CCTA: per-lead z-score
+  c.input.resample_method = "poly"
+  c.input.notch = 50.0 if arg.fs > 100 else None  # mains notch (needs fs > 100)
+  c.input.notch_q = 30.0
+  c.input.baseline_window_s = 0.4  # running-median baseline removal
+
+  # Splits: grouped stratified CV by patient, each fold's training side holding out a
+  # validation part that picks the checkpoint; or the data's folds.
+  c.split = "groupcv"             # groupcv | folds
+  c.cv_folds = 5
+  c.val_fraction = 0.2            # of each training side's patients, for checkpoint selection
+  c.split_seed = 0                # the CV partition (independent of the training seed)
+  c.test_folds = ""               # split=folds: the data's folds to test on, e.g. "8"
+  c.val_folds = ""                # split=folds: validation folds, e.g. "7"; "" = val_fraction
+
+  # Optimisation: AdamW, lr = base_lr * batch_size / 256, warmup then cosine to a floor.
+  c.epochs = 30
+  c.batch_size = 64               # ORIGINAL records per step (paired copies double the rows)
+  c.base_lr = 1e-3
+  c.warmup_fraction = 0.1         # AnyECG-CCTA: 10% of the steps
+  c.min_lr_ratio = 0.01           # cosine floor: 1% of the peak
+  c.total_steps = 0               # derived per split: epochs x ceil(train records / batch_size)
+  c.warmup_steps = 0              # derived per split: warmup_fraction x total_steps
+  c.optimizer = "adamw"
+  c.b1 = 0.9
+  c.b2 = 0.999
+  c.adam_eps = 1e-8
+  c.weight_decay = 0.01           # on matrices and kernels, not on biases/norms
+  c.grad_clip_norm = 0.0          # 0 = no clipping
+  c.grad_accum_steps = 1          # micro-batches per update
+  c.param_sharding = "replicated"  # or "fsdp"
+
+  # Evaluation and bookkeeping.
+  c.eval_batch_size = 64
+  c.eval_crops = 0                # crops averaged per record; 0 = the model's reference (ST-MEM 3)
+  c.bootstrap = 1000              # resamples for the 95% CIs of the final report
+  c.log_every_steps = 10
+  c.keep_checkpoints = 1          # rolling checkpoints per split (the best is kept apart)
+
+  if arg.runlocal:
+    c.data = f"synthetic:120?seed=0&fs={int(arg.fs)}&seconds=10"
+    c.variant = arg.variant or {"net1d": "mu", "resnet1d": "mu", "resnet2d": "mu",
+                                "export": ""}[arg.backbone]
+    c.cv_folds = 2
+    c.epochs = 2
+    c.batch_size = 16
+    c.eval_batch_size = 32
+    c.bootstrap = 200
+    c.log_every_steps = 2
+  return c

@@ -1,0 +1,95 @@
+"""In-order, padded evaluation batches over a whole source (or a subset of its records)."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Sequence
+import concurrent.futures
+from typing import Any
+
+import numpy as np
+
+from ecgjax.data import sources as sources_lib
+from ecgjax.data import transforms
+from ecgjax.data.formats.prepared import prepare_record
+from ecgjax.data.pipeline import Batch, _check_labels, _report_bad
+
+
+def _eval_example(source, preprocessing, n_crops, n_labels, index):
+  try:
+    rec = source[int(index)]
+    x, mask = prepare_record(preprocessing, rec)
+    return rec, preprocessing.crops_of(x, n_crops), mask, _check_labels(
+        rec, n_labels)
+  except sources_lib.BadRecordError as e:
+    _report_bad(e)
+    return None
+def _stack_eval(items: list[tuple[Any, ...]], batch_size: int,
+                template: dict[str, np.ndarray]) -> Batch:
+  """Stacks examples and pads to batch_size with zeros / valid=False."""
+  n = len(items)
+  out = {k: np.zeros((batch_size,) + v.shape, v.dtype) for k, v in template.items()}
+  out["record_id"] = np.full(batch_size, "", dtype=object)
+  out["patient_id"] = np.full(batch_size, "", dtype=object)
+  out["fold"] = np.zeros(batch_size, np.int64)
+  out["index"] = np.full(batch_size, -1, np.int64)
+  out["valid"] = np.zeros(batch_size, bool)
+  for j, (index, (rec, crops, mask, labels)) in enumerate(items):
+    out["signal"][j], out["lead_mask"][j], out["labels"][j] = crops, mask, labels
+    out["record_id"][j] = rec["record_id"]
+    out["patient_id"][j] = rec.get("patient_id", rec["record_id"])
+    out["fold"][j] = rec.get("fold", 0)
+    out["index"][j] = index
+  out["valid"][:n] = True
+  out["record_id"] = out["record_id"].astype(str)
+  out["patient_id"] = out["patient_id"].astype(str)
+  return out
+
+
+def eval_batches(
+    source: sources_lib.Source,
+    preprocessing: transforms.Preprocessing,
+    *,
+    batch_size: int,
+    n_crops: int = 1,
+    indices: Sequence[int] | None = None,
+    num_threads: int = 0,
+) -> Iterator[Batch]:
+  """Deterministic batches over all records (or `indices`) in order.
+
+  Each batch: signal float32 (b, n_crops, leads, samples) -- always 4-D, also
+  for n_crops == 1, so eval code has one shape to handle -- lead_mask
+  (b, leads), labels (b, n_labels), record_id / patient_id (str arrays),
+  fold / index (int64), valid (bool). The last batch is padded to batch_size
+  (valid=False) so a jitted function sees one shape. Bad records are skipped
+  and logged.
+  """
+  order = np.arange(len(source)) if indices is None else np.asarray(indices)
+  n_leads, n_labels = len(preprocessing.leads), len(source.label_names)
+  template = {
+      "signal": np.zeros((n_crops, n_leads, preprocessing.samples), np.float32),
+      "lead_mask": np.zeros(n_leads, np.float32),
+      "labels": np.zeros(n_labels, np.float32),
+  }
+  def load(i):
+    return _eval_example(source, preprocessing, n_crops, n_labels, i)
+
+  pool = (concurrent.futures.ThreadPoolExecutor(num_threads)
+          if num_threads > 0 else None)
+  try:
+    pending: list[tuple[int, Any]] = []
+    chunk = max(batch_size, 4 * max(num_threads, 1))
+    for start in range(0, len(order), chunk):
+      part = order[start:start + chunk]
+      results = pool.map(load, part) if pool else map(load, part)
+      for index, ex in zip(part, results):
+        if ex is None:
+          continue
+        pending.append((int(index), ex))
+        if len(pending) == batch_size:
+          yield _stack_eval(pending, batch_size, template)
+          pending = []
+    if pending:
+      yield _stack_eval(pending, batch_size, template)
+  finally:
+    if pool:
+      pool.shutdown(wait=False, cancel_futures=True)

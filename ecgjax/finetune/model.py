@@ -1,0 +1,158 @@
+"""Backbone + task head for fine-tuning, built by name (Net1D, ResNet) or from an export.
+
+Net1D and the ResNets end in their own `head` Dense, built with one output per task: that is
+the task head (ECGFounder's linear probe trains only it). An export's encoder returns a
+pooled embedding; a new `head` Dense goes on top. Parameters live under "backbone" (and
+"head" for export encoders), so a linear probe freezes every path without a `head` segment.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import inspect
+import re
+from typing import Any
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from ecgjax import models
+from ecgjax.data import leads as leads_lib
+from ecgjax.train import tree
+
+PyTree = Any
+# Models whose last layer is a Dense head of `num_classes` outputs.
+LOGIT_BACKBONES = ("net1d", "resnet1d", "resnet2d")
+# Linear probe: everything under "backbone" except a "head" module is frozen.
+FROZEN_BACKBONE = r"^backbone/(?!(.*/)?head/)"
+_LAYER = re.compile(r"(?:^|/)(?:block|layers)_(\d+)/")
+
+
+class FinetuneModel(nn.Module):
+  """(B, leads, T) -> (task outputs (B, n_outputs) float32, aux with "features")."""
+  backbone: nn.Module
+  num_outputs: int
+  emits_logits: bool  # the backbone's own head already gives num_outputs
+  takes_train: bool  # the backbone's __call__ has a `train` flag (BN, dropout)
+  lead_idx: tuple[int, ...] | None = None  # canonical lead indices (ST-MEM subsets)
+  image_input: bool = False  # 2-D backbones see (leads, T) as a one-channel image
+  head_dropout: float = 0.0
+
+  @nn.compact
+  def __call__(self, x: jax.Array, *, train: bool = False,
+               backbone_train: bool | None = None) -> tuple[jax.Array, dict[str, Any]]:
+    kwargs: dict[str, Any] = {}
+    if self.takes_train:
+      kwargs["train"] = train if backbone_train is None else backbone_train
+    if self.lead_idx is not None:
+      kwargs["lead_idx"] = np.asarray(self.lead_idx, np.int32)
+    if self.image_input:
+      x = x[..., None]
+    out, aux = self.backbone(x, **kwargs)
+    if self.emits_logits:
+      return out.astype(jnp.float32), aux
+    feats = out.astype(jnp.float32)
+    if self.head_dropout > 0:
+      feats = nn.Dropout(self.head_dropout, deterministic=not train)(feats)
+    logits = nn.Dense(self.num_outputs, name="head")(feats)
+    return logits, {**aux, "features": out}
+
+
+@dataclasses.dataclass
+class Backbone:
+  """A backbone module and what the fine-tuner needs to know about it."""
+  module: nn.Module
+  name: str  # registry name
+  variant: str
+  overrides: dict[str, Any]
+  emits_logits: bool
+  lead_idx: tuple[int, ...] | None = None
+  params: PyTree | None = None  # pretrained weights (an export's), None: random init
+  description: dict[str, Any] | None = None  # the export's, for re-exporting
+
+
+def _takes(module: nn.Module, arg: str) -> bool:
+  return arg in inspect.signature(type(module).__call__).parameters
+
+
+def build_backbone(name: str, variant: str, num_outputs: int, *, dtype: Any = jnp.float32,
+                   use_bn: bool = True, dropout: float = 0.0) -> Backbone:
+  """A randomly initialised Net1D / ResNet with `num_outputs` head units."""
+  if name not in LOGIT_BACKBONES:
+    raise ValueError(f"backbone {name!r} is not built by name here; known: "
+                     f"{', '.join(LOGIT_BACKBONES)} (an export's encoder: --config.export=DIR)")
+  overrides: dict[str, Any] = {"num_classes": int(num_outputs)}
+  if name == "net1d":
+    overrides.update(use_bn=bool(use_bn), use_dropout=dropout > 0,
+                     dropout_rate=float(dropout or 0.5))
+  module = models.build_model(name, variant, dtype=dtype, **overrides)
+  return Backbone(module, name, variant, overrides, emits_logits=True)
+
+
+def backbone_from_export(export: Any, *, dtype: Any = jnp.float32) -> Backbone:
+  """The encoder of an `ecgjax.train.export.Export`, with its weights."""
+  enc = export.config["encoder"]
+  overrides = dict(enc.get("overrides", {}))
+  module = models.build_model(enc["module"], export.config["variant"], dtype=dtype, **overrides)
+  lead_idx = None
+  if _takes(module, "lead_idx"):
+    names = leads_lib.parse_leads(export.config["input"]["leads"])
+    lead_idx = tuple(int(i) for i in leads_lib.lead_indices(names))
+  params = jax.tree.map(np.asarray, export.params)
+  return Backbone(module, enc["module"], export.config["variant"], overrides,
+                  emits_logits=False, lead_idx=lead_idx, params=params,
+                  description={k: export.config[k] for k in ("model", "variant", "encoder",
+                                                               "embedding")})
+
+
+def make_model(backbone: Backbone, num_outputs: int, head_dropout: float = 0.0) -> FinetuneModel:
+  """The fine-tuning model around `backbone`."""
+  return FinetuneModel(backbone.module, int(num_outputs), backbone.emits_logits,
+                       takes_train=_takes(backbone.module, "train"),
+                       lead_idx=backbone.lead_idx,
+                       image_input=backbone.name == "resnet2d",
+                       head_dropout=float(head_dropout))
+
+
+def load_pretrained(params: PyTree, pretrained: PyTree) -> PyTree:
+  """`params` with its "backbone" replaced by `pretrained`; every path and shape must match."""
+  have = tree.flatten(params["backbone"])
+  want = {k: np.shape(v) for k, v in tree.flatten(pretrained).items()}
+  missing, extra = sorted(set(have) - set(want)), sorted(set(want) - set(have))
+  shape = sorted(k for k in set(have) & set(want) if tuple(have[k].shape) != want[k])
+  if missing or extra or shape:
+    raise ValueError(f"pretrained weights do not fit the backbone: missing {missing[:3]}, "
+                     f"unexpected {extra[:3]}, other shapes {shape[:3]}")
+  out = dict(params)
+  out["backbone"] = jax.tree.map(lambda x: jnp.asarray(x, jnp.float32), pretrained)
+  return out
+
+
+def layer_ids(params: PyTree) -> tuple[PyTree, int]:
+  """(layer id per parameter, number of blocks): 0 embeddings, i + 1 block i, top L + 1.
+
+  Blocks are `block_<i>` (ST-MEM) or `layers_<i>` (ECG-FM); the head, log-variances and
+  ST-MEM's final `norm` sit on top; everything else (patch/feature embedding) is layer 0.
+  """
+  paths = tree.flatten(params)
+  found = [int(m.group(1)) for p in paths for m in [_LAYER.search(p)] if m]
+  depth = max(found) + 1 if found else 0
+
+  def one(path: str, _) -> int:
+    m = _LAYER.search(path)
+    if m:
+      return int(m.group(1)) + 1
+    if (path.startswith("head/") or path.startswith("log_vars")
+        or re.search(r"(^|/)head/", path) or path.startswith("backbone/norm/")):
+      return depth + 1
+    return 0
+
+  return tree.map_with_path_str(one, params), depth
+
+
+def layer_decay_scales(params: PyTree, decay: float) -> PyTree:
+  """Learning-rate multipliers decay^(L + 1 - layer) (BEiT/MAE layer-wise decay)."""
+  ids, depth = layer_ids(params)
+  return jax.tree.map(lambda i: float(decay) ** (depth + 1 - i), ids)

@@ -1,0 +1,356 @@
+"""The fine-tuning run: per split, an epoch loop on the pretraining engine, then predictions.
+
+  data -> splits -> for each split (WORKDIR/split<k>/):
+    train `epochs` epochs with the jitted engine step (mesh, AdamW, PCGrad combiner),
+    after each epoch predict the VALIDATION records, keep the best state (orbax, best/),
+    checkpoint state + data position (checkpoints/), log (metrics.jsonl, validation.jsonl);
+    then restore the best state and predict the test records (and the external set).
+  -> WORKDIR/predictions.csv (out-of-fold), predictions_external.csv (fold ensemble),
+     results.json, and the report printed (macro AUROC with its bootstrap 95% CI).
+
+Rerunning the same command resumes: finished splits are read back from their predictions,
+an unfinished one restores its newest checkpoint (state, data position, best-so-far).
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import shutil
+import time
+from typing import Any
+
+import jax
+import ml_collections
+import numpy as np
+from absl import logging
+
+from ecgjax import data as data_lib
+from ecgjax.data import augment as augment_lib
+from ecgjax.eval import embed, protocols
+from ecgjax.eval import predictions as pred_lib
+from ecgjax.eval import report as report_lib
+from ecgjax.finetune import data as ft_data
+from ecgjax.finetune import evaluate, splits as splits_lib
+from ecgjax.finetune import model as model_lib
+from ecgjax.finetune import objective as objective_lib
+from ecgjax.objectives.masked_autoencoder import compute_dtype
+from ecgjax.train import checkpoint as ckpt_lib
+from ecgjax.train import export as export_lib
+from ecgjax.train import mesh as mesh_lib
+from ecgjax.train import metrics as metrics_lib
+from ecgjax.train import step as step_lib
+from ecgjax.train.loop import check_finite
+
+TEST_FILE = "predictions_test.csv"
+EXTERNAL_FILE = "predictions_external.csv"
+
+
+def _write_jsonl(path: str, record: dict[str, Any]) -> None:
+  if jax.process_index() == 0:
+    with open(path, "a") as f:
+      f.write(json.dumps(report_lib.json_safe(record)) + "\n")
+
+
+def _read_jsonl(path: str) -> list[dict[str, Any]]:
+  if not os.path.exists(path):
+    return []
+  with open(path) as f:
+    return [json.loads(line) for line in f if line.strip()]
+
+
+def make_augment(config: ml_collections.ConfigDict) -> augment_lib.ScheduledAugment | None:
+  """`config.augment`: none, or AnyECG-CCTA's scheduled augmentation (SPEC.md section 4)."""
+  if config.augment == "none":
+    return None
+  if config.augment == "scheduled":
+    return augment_lib.ScheduledAugment()
+  raise ValueError(f"config.augment={config.augment!r}; known: none, scheduled")
+
+
+class Run:
+  """Everything shared by the splits of one fine-tuning run."""
+
+  def __init__(self, config: ml_collections.ConfigDict, workdir: str, source=None,
+               devices=None, external=None):
+    self.config, self.workdir = config, workdir
+    self.mesh = mesh_lib.make_mesh(devices)
+    self.export = export_lib.load_export(config.export) if config.export else None
+    if self.export is not None:
+      embed.check_export(self.export)
+      # The encoder was trained on this contract; config.input does not apply.
+      self.preprocessing = self.export.preprocessing
+    else:
+      self.preprocessing = data_lib.Preprocessing.from_dict(config.input.to_dict())
+    labels = [l.strip() for l in str(config.labels).split(",") if l.strip()]
+    base = source if source is not None else data_lib.open_source(config.data)
+    t0 = time.perf_counter()
+    self.data = ft_data.PreparedInMemory(base, self.preprocessing, labels)
+    logging.info("prepared %d records of %r in %.1fs (labels %s)", len(self.data), base,
+                 time.perf_counter() - t0, ", ".join(self.data.label_names))
+    self.label_names = self.data.label_names
+    if external is None and config.external:
+      external = data_lib.open_source(config.external)
+    self.external = None if external is None else ft_data.PreparedInMemory(
+        external, self.preprocessing, self.label_names)
+    self.n_crops = config.eval_crops or (
+        embed.default_n_crops(self.export, self.data) if self.export is not None else 1)
+    self.eval_batch = evaluate.eval_batch_size(config.eval_batch_size, self.mesh)
+    meta = self.data.metadata()
+    self.splits = splits_lib.make_splits(
+        meta, self.data.good(), split=config.split, n_folds=config.cv_folds,
+        val_fraction=config.val_fraction, seed=config.split_seed,
+        test_folds=data_lib.parse_folds(config.test_folds) if config.test_folds else (),
+        val_folds=data_lib.parse_folds(config.val_folds) if config.val_folds else ())
+    # One epoch length for every split (the largest training side's): the splits then run
+    # identical programs, which a persistent compilation cache compiles once.
+    self.steps_per_epoch = max(1, math.ceil(max(len(s.train) for s in self.splits)
+                                            / config.batch_size))
+
+  def backbone(self) -> model_lib.Backbone:
+    """A fresh backbone (pretrained weights from the export, if any)."""
+    dtype = compute_dtype(self.config.dtype)
+    if self.export is not None:
+      return model_lib.backbone_from_export(self.export, dtype=dtype)
+    return model_lib.build_backbone(self.config.model, self.config.variant,
+                                    len(self.label_names), dtype=dtype,
+                                    use_bn=self.config.use_bn,
+                                    dropout=self.config.backbone_dropout)
+
+  def rows_per_step(self) -> int:
+    """Rows the devices see per step: records, doubled by paired augmented copies."""
+    return self.config.batch_size * (2 if self.paired else 1)
+
+  @property
+  def paired(self) -> bool:
+    """Whether batches hold each record with its augmented copy."""
+    return bool(self.config.paired) and self.config.augment != "none"
+
+
+def _example(run: Run) -> dict[str, np.ndarray]:
+  pp = run.preprocessing
+  n = len(pp.leads)
+  rows = 2 if run.paired else 1
+  return {"signal": np.zeros((rows, n, pp.samples), np.float32),
+          "lead_mask": np.ones((rows, n), np.float32),
+          "labels": np.zeros((rows, len(run.label_names)), np.float32),
+          "index": np.zeros((rows,), np.int32), "patient": np.zeros((rows,), np.int32)}
+
+
+def _split_config(config: ml_collections.ConfigDict, steps_per_epoch: int
+                  ) -> ml_collections.ConfigDict:
+  """The config with the run's total and warmup steps filled in."""
+  cfg = ml_collections.ConfigDict(config.to_dict())
+  cfg.total_steps = config.epochs * steps_per_epoch
+  cfg.warmup_steps = int(round(config.warmup_fraction * cfg.total_steps))
+  return cfg
+
+
+def _model_state(state: dict[str, Any]) -> dict[str, Any]:
+  # What prediction needs: the best state is kept without the optimizer's moments.
+  return {"params": state["params"], "collections": state["collections"]}
+
+
+def train_split(run: Run, split: splits_lib.Split, *,
+                stop_after_steps: int | None = None) -> dict[str, Any] | None:
+  """Trains one split (or resumes it); returns its test/external predictions and history."""
+  config, mesh = run.config, run.mesh
+  sdir = os.path.join(run.workdir, split.name)
+  os.makedirs(sdir, exist_ok=True)
+  test_path, ext_path = os.path.join(sdir, TEST_FILE), os.path.join(sdir, EXTERNAL_FILE)
+  val_path = os.path.join(sdir, "validation.jsonl")
+  if os.path.exists(test_path) and (run.external is None or os.path.exists(ext_path)):
+    logging.info("%s already finished: reading %s", split.name, test_path)
+    history = _read_jsonl(val_path)
+    return {"test": pred_lib.read_csv(test_path),
+            "external": pred_lib.read_csv(ext_path) if run.external is not None else None,
+            "history": history,
+            "best_epoch": max(history, key=lambda h: h["score"])["epoch"] if history else None}
+
+  meta = run.data.metadata()
+  pos_weight = None
+  if config.task == "multilabel":
+    pos_weight = ft_data.pos_weight(meta["labels"][split.train], config.pos_weight)
+  objective = objective_lib.build_from_config(config, run.backbone(), run.label_names,
+                                              pos_weight)
+  steps_per_epoch = run.steps_per_epoch
+  cfg = _split_config(config, steps_per_epoch)
+  # Every split starts from the same initial weights (config.seed); data order and
+  # augmentation differ per split.
+  seed = protocols.derive_seed(config.seed, split.index)
+  augment = make_augment(config)
+  # alpha(e) runs over the passes the data stream makes in the whole run (an epoch of
+  # steps_per_epoch batches may hold a few more records than this split's training side).
+  stream_epochs = cfg.total_steps * config.batch_size / len(split.train)
+  n_proc, proc = jax.process_count(), jax.process_index()
+  data_iter = data_lib.train_iterator(
+      data_lib.SubsetSource(run.data, split.train), run.preprocessing,
+      global_batch_size=config.batch_size, seed=seed, process_index=proc,
+      process_count=n_proc, worker_count=config.data_workers,
+      max_bad_fraction=config.max_bad_fraction, augment=augment,
+      augment_epochs=stream_epochs if augment is not None else 0.0, paired=run.paired)
+  training = step_lib.build_training(cfg, objective, mesh, _example(run))
+  predict_fn = evaluate.make_predict_fn(objective, mesh, training.shardings)
+  total, trainable = training.params
+  logging.info("%s: train %d / val %d / test %d records; %d epochs x %d steps; %s params "
+               "(%s trainable)", split.name, len(split.train), len(split.val),
+               len(split.test), config.epochs, steps_per_epoch, f"{total:,}",
+               f"{trainable:,}")
+
+  checkpointer = ckpt_lib.Checkpointer(os.path.join(sdir, "checkpoints"),
+                                       keep=config.keep_checkpoints)
+  best_ckpt = ckpt_lib.Checkpointer(os.path.join(sdir, "best"), keep=1, with_data=False,
+                                    async_save=False)
+  abstract = ckpt_lib.abstract_like(training.abstract_state, training.shardings)
+  start = checkpointer.latest_step() or 0
+  if start:
+    logging.info("%s: resuming from checkpoint %d", split.name, start)
+    state = checkpointer.restore(start, abstract, data_iter)
+  else:
+    state = training.init()
+  history = [h for h in _read_jsonl(val_path) if h["step"] <= start]
+  if jax.process_index() == 0:  # lines past the checkpoint belong to a lost epoch
+    with open(val_path, "w") as f:
+      f.writelines(json.dumps(h) + "\n" for h in history)
+  stale = best_ckpt.latest_step()
+  if stale is not None and stale > start:
+    best_ckpt.manager.delete(stale)
+  best = max(history, key=lambda h: h["score"]) if history else None
+
+  writer = metrics_lib.MetricWriter(sdir, cfg.total_steps, run.rows_per_step())
+  step, t0 = start, time.perf_counter()
+  try:
+    while step < cfg.total_steps:
+      batch = mesh_lib.to_global(next(data_iter), mesh)
+      state, metrics = training.train_step(state, batch)
+      step += 1
+      if step == start + 1:
+        jax.block_until_ready(metrics)
+        logging.info("first step (compilation included) took %.1fs", time.perf_counter() - t0)
+        writer.start(step)
+      if step % config.log_every_steps == 0 or step == cfg.total_steps:
+        check_finite(state, f"{split.name}, logged at step {step}")
+        writer.write(step, {**jax.device_get(metrics), "lr": float(training.schedule(step - 1)),
+                            "epoch": step / steps_per_epoch})
+      if step % steps_per_epoch == 0 or step == cfg.total_steps:
+        epoch = math.ceil(step / steps_per_epoch)
+        d = evaluate.predict(predict_fn, state, run.data, run.preprocessing, split.val,
+                             mesh=mesh, batch_size=run.eval_batch, n_crops=run.n_crops)
+        m = evaluate.validation_metrics(config.task, d["labels"], d["p"], run.label_names)
+        improved = best is None or (math.isfinite(m["score"]) and
+                                    not m["score"] <= best["score"])
+        record = {"epoch": epoch, "step": step, **m, "best": improved,
+                  "alpha": augment_lib.alpha((epoch - 1) * steps_per_epoch * config.batch_size
+                                             // len(split.train), stream_epochs)}
+        if improved:
+          check_finite(state, f"{split.name}, before saving the best state")
+          best_ckpt.save(step, _model_state(state), None)
+          best_ckpt.wait()
+          best = record
+        _write_jsonl(val_path, record)
+        logging.info("%s epoch %d/%d: validation %s %.4f%s", split.name, epoch, config.epochs,
+                     "macro AUROC" if config.task != "regression" else "-MSE", m["score"],
+                     " (best)" if improved else "")
+        check_finite(state, f"{split.name}, before saving step {step}")
+        checkpointer.save(step, state, data_iter)
+      if stop_after_steps is not None and step - start >= stop_after_steps:
+        checkpointer.wait()
+        best_ckpt.close()
+        return None
+    checkpointer.wait()
+  finally:
+    checkpointer.close()
+
+  state = best_ckpt.restore(best["step"], _model_state(abstract), None)
+  best_ckpt.close()
+  result = {"history": _read_jsonl(val_path), "best_epoch": best["epoch"]}
+  d = evaluate.predict(predict_fn, state, run.data, run.preprocessing, split.test, mesh=mesh,
+                       batch_size=run.eval_batch, n_crops=run.n_crops)
+  result["test"] = evaluate.to_predictions(d, run.label_names, split.index)
+  result["external"] = None
+  if run.external is not None:
+    d = evaluate.predict(predict_fn, state, run.external, run.preprocessing,
+                         run.external.good(), mesh=mesh, batch_size=run.eval_batch,
+                         n_crops=run.n_crops)
+    result["external"] = evaluate.to_predictions(d, run.label_names, split.index)
+  if jax.process_index() == 0:
+    if result["external"] is not None:
+      pred_lib.write_csv(ext_path, result["external"])
+    pred_lib.write_csv(test_path, result["test"])  # last: its presence marks the split done
+    # The best state stays (best/) for ensembling; the rolling checkpoints are spent.
+    shutil.rmtree(os.path.join(sdir, "checkpoints"), ignore_errors=True)
+  logging.info("%s done in %.0fs: best epoch %d (validation %.4f)", split.name,
+               time.perf_counter() - t0, best["epoch"], best["score"])
+  return result
+
+
+def ensemble(parts: list[pred_lib.Predictions]) -> pred_lib.Predictions:
+  """Mean probability over the splits' models for each external record (same row order)."""
+  first = parts[0]
+  for p in parts[1:]:
+    if not np.array_equal(p.record_id, first.record_id):
+      raise ValueError("external predictions of the splits list different records")
+  p = np.mean([q.p for q in parts], axis=0)
+  n = len(first.record_id)
+  return pred_lib.Predictions(first.record_id, first.patient_id, first.fold,
+                              np.zeros(n, np.int64), np.full(n, -1, np.int64), first.y, p,
+                              first.label_names)
+
+
+def _report(pred: pred_lib.Predictions, config, title: str) -> dict[str, Any]:
+  r = report_lib.build(pred, n_bootstrap=config.bootstrap, seed=config.seed,
+                       meta={"title": title, "protocol": "predictions"})
+  print(report_lib.text_table(r, title=title), flush=True)
+  return report_lib.summary(r)
+
+
+def finetune(config: ml_collections.ConfigDict, workdir: str, *, source=None, external=None,
+             devices=None, stop_after_steps: int | None = None) -> dict[str, Any] | None:
+  """Runs (or resumes) the fine-tuning `config` in `workdir`; returns the results summary.
+
+  `source` / `external` (Source objects) replace `config.data` / `config.external`.
+  """
+  os.makedirs(workdir, exist_ok=True)
+  if jax.process_index() == 0:
+    with open(os.path.join(workdir, "config.json"), "w") as f:
+      f.write(config.to_json_best_effort(indent=2))
+  t0 = time.perf_counter()
+  run = Run(config, workdir, source=source, devices=devices, external=external)
+  rows = run.rows_per_step()
+  if config.batch_size % jax.process_count() or rows % run.mesh.devices.size:
+    raise ValueError(f"config.batch_size={config.batch_size} ({rows} rows per step) must "
+                     f"split evenly over {jax.process_count()} processes and "
+                     f"{run.mesh.devices.size} devices")
+  results = []
+  for split in run.splits:
+    r = train_split(run, split, stop_after_steps=stop_after_steps)
+    if r is None:  # stopped early (tests of resumption)
+      return None
+    results.append(r)
+  oof = pred_lib.concat([r["test"] for r in results])
+  out: dict[str, Any] = {"workdir": workdir, "n_splits": len(results),
+                         "best_epochs": [r.get("best_epoch") for r in results]}
+  if jax.process_index() == 0:
+    pred_lib.write_csv(os.path.join(workdir, "predictions.csv"), oof)
+  if config.task != "regression":
+    out["test"] = _report(oof, config, f"{workdir}: test predictions of {len(results)} "
+                                       f"split(s), {len(oof.record_id)} records")
+    out["macro_auroc"] = out["test"]["macro_auroc"]
+    out["macro_auroc_ci"] = out["test"]["macro_auroc_ci"]
+  if run.external is not None:
+    ext = ensemble([r["external"] for r in results])
+    if jax.process_index() == 0:
+      pred_lib.write_csv(os.path.join(workdir, EXTERNAL_FILE), ext)
+    if config.task != "regression":
+      out["external"] = _report(ext, config, f"external set, ensemble of {len(results)} "
+                                             "split model(s)")
+  out["wall_s"] = time.perf_counter() - t0
+  if jax.process_index() == 0:
+    with open(os.path.join(workdir, "results.json"), "w") as f:
+      json.dump(report_lib.json_safe(out), f, indent=2)
+  if "macro_auroc" in out:
+    lo, hi = out["macro_auroc_ci"]
+    print(f"macro AUROC {out['macro_auroc']:.3f} [95% CI {lo:.3f}-{hi:.3f}] over "
+          f"{len(oof.record_id)} test records ({len(results)} split(s))", flush=True)
+  return out

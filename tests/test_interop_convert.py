@@ -223,7 +223,7 @@ def test_unwrap_and_prefix_helpers():
   assert state_lib.unwrap_state_dict({"state_dict": {"module.a": w, "module.b": w}})[0].keys() \
       == {"a", "b"}
   assert state_lib.unwrap_state_dict({"cfg": {}, "model": {"x": w}})[1] == ["model"]
-  with pytest.raises(ValueError, match="no state dict found"):
+  with pytest.raises(ValueError, match="no state dict"):
     state_lib.unwrap_state_dict({"cfg": {"a": 1}})
   assert state_lib.find_prefix({"encoder.sep_embedding": w, "sep_embedding_x": w},
                                "sep_embedding") == "encoder."

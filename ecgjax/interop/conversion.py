@@ -58,6 +58,10 @@ class ConversionReport:
   problems: list[str] = dataclasses.field(default_factory=list)  # config/architecture: fails
   dropped: dict[str, str] = dataclasses.field(default_factory=dict)  # key -> why (not encoder)
   ignored: list[str] = dataclasses.field(default_factory=list)  # removed by ignore_keys
+  # Checkpoint entries beside the weights (epoch, metrics, optimizer and scheduler state,
+  # fairseq's cfg / extra_state, ...): never weights, listed so nothing passes unseen.
+  beside_weights: list[str] = dataclasses.field(default_factory=list)
+  weights_at: str = ""  # where the state dict sat ('' = top level, 'state_dict', 'model')
   notes: list[str] = dataclasses.field(default_factory=list)
 
   @property
@@ -73,7 +77,8 @@ class ConversionReport:
     """Human-readable report: every failing key in full, dropped keys grouped by reason."""
     head = f"{self.source} checkpoint -> ecgjax ({self.variant or 'variant unknown'}"
     head += f", overrides {self.overrides})" if self.overrides else ")"
-    lines = [head, f"  converted: {self.converted} checkpoint keys"]
+    lines = [head, f"  converted: {self.converted} checkpoint keys"
+             + (f" (weights under {self.weights_at!r})" if self.weights_at else "")]
     for title, keys in (("MISSING (the encoder needs them; the checkpoint lacks them)",
                          self.missing),
                         ("UNEXPECTED (nothing in the encoder uses them)", self.unexpected),
@@ -90,6 +95,9 @@ class ConversionReport:
     for why, keys in by_reason.items():
       shown = ", ".join(sorted(keys)[:4]) + (", ..." if len(keys) > 4 else "")
       lines.append(f"  dropped, {why}: {len(keys)} ({shown})")
+    if self.beside_weights:
+      lines.append(f"  ignored, not weights: {len(self.beside_weights)}")
+      lines += [f"    {k}" for k in self.beside_weights]
     lines += [f"  note: {n}" for n in self.notes]
     if not self.ok:
       lines.append("  conversion FAILED: fix the checkpoint or --variant; to keep named "
@@ -249,8 +257,9 @@ def convert_state_dict(source: str, checkpoint: Mapping[str, Any], *,
                        variant: str | None = None, allow_missing: Sequence[str] = (),
                        ignore_keys: Sequence[str] = (), leads: Sequence[str] | None = None,
                        seed: int = 0) -> Conversion:
-  """Map a loaded checkpoint (NumPy arrays; a bare state dict or a {'model'/'state_dict': ...,
-  'cfg': ...} wrapper) onto the `source` encoder ("st-mem" | "ecgfounder" | "ecg-fm").
+  """Map a loaded checkpoint (NumPy arrays: a bare state dict, or any trainer's file around one,
+  found by structure, see `state.unwrap_checkpoint`) onto the `source` encoder ("st-mem" |
+  "ecgfounder" | "ecg-fm"). Entries beside the weights are listed in `report.beside_weights`.
 
   variant: a known size; None reads it off the shapes. allow_missing: regexes over checkpoint
   keys or param paths that may stay at their random init (seed). ignore_keys: regexes over
@@ -261,9 +270,10 @@ def convert_state_dict(source: str, checkpoint: Mapping[str, Any], *,
   if source not in FAMILIES:
     raise ValueError(f"unknown source {source!r}; known: {', '.join(SOURCES)}")
   fam = FAMILIES[source]
-  state, _ = state_lib.unwrap_state_dict(checkpoint)
+  state, path, beside = state_lib.unwrap_checkpoint(checkpoint)
   meta = {k: v for k, v in checkpoint.items() if k in ("cfg", "args")}
   report = ConversionReport(source)
+  report.weights_at, report.beside_weights = ".".join(path), beside
   report.ignored = sorted(k for k in state if _matches(ignore_keys, k))
   state = {k: v for k, v in state.items() if k not in set(report.ignored)}
 

@@ -13,9 +13,19 @@ from typing import Any
 import jax
 import numpy as np
 
-# Keys under which training scripts nest the weights ({'state_dict': ...}, {'model': ...}).
-_NESTING = ("state_dict", "model", "model_state_dict", "module", "net", "network")
-
+# Keys under which training scripts nest the weights, in order of preference when a checkpoint
+# holds several candidates (ECGFounder's {'state_dict': ...}, fairseq's {'model': ...}).
+_NESTING = ("state_dict", "model", "model_state_dict", "module", "net", "network", "weights",
+            "params", "ema", "model_ema", "state")
+# Prefixes a whole state dict may carry (DataParallel / DDP, Lightning-style wrappers,
+# torch.compile), stripped when EVERY key has them.
+_PREFIXES = ("module.", "model.", "_orig_mod.")
+# Per-parameter optimizer moments (torch and fairseq optimizers): a mapping of these is
+# optimizer state, never weights, whatever its shapes.
+_OPTIMIZER_KEYS = frozenset({"exp_avg", "exp_avg_sq", "max_exp_avg_sq", "momentum_buffer",
+                             "step", "square_avg", "acc_delta", "sum", "ax", "eta", "mu",
+                             "prev", "step_size", "exp_inf"})
+_MAX_DEPTH = 4
 
 class StateReader:
   """Hands out state-dict entries as float32 arrays and records what was missing or used."""
@@ -75,30 +85,122 @@ def count_indexed(state: Mapping[str, Any], pattern: str) -> int:
   return max(found) + 1 if found else 0
 
 
+def _is_array(v: Any) -> bool:
+  # Tensors arrive as NumPy arrays (torch_io); NumPy scalars (np.float64 metrics) are
+  # np.generic, not arrays, and a 0-d array (BatchNorm's num_batches_tracked) still counts.
+  return isinstance(v, np.ndarray)
+
+
 def is_state_dict(obj: Any) -> bool:
-  """A non-empty mapping of string keys whose values include at least one array."""
-  return (isinstance(obj, Mapping) and bool(obj) and all(isinstance(k, str) for k in obj)
-          and any(hasattr(v, "shape") for v in obj.values()))
+  """A flat mapping of string keys to arrays, with at least one array of rank >= 1, that is
+  not optimizer state (keys like exp_avg / momentum_buffer)."""
+  if not (isinstance(obj, Mapping) and obj and all(isinstance(k, str) for k in obj)):
+    return False
+  values = list(obj.values())
+  if any(isinstance(v, (Mapping, list, tuple)) for v in values):
+    return False
+  if not all(_is_array(v) or v is None or isinstance(v, (int, float, str, np.generic))
+             for v in values):
+    return False
+  if not any(_is_array(v) and v.ndim >= 1 for v in values):
+    return False
+  return not set(obj) <= _OPTIMIZER_KEYS
+
+
+def _describe(value: Any) -> str:
+  """What an ignored checkpoint entry is, in a few words."""
+  if _is_array(value):
+    return f"array {tuple(value.shape)}"
+  if isinstance(value, (bool, int, float, str, np.generic)) or value is None:
+    text = repr(value.item() if isinstance(value, np.generic) else value)
+    return f"scalar {text[:40]}"
+  if isinstance(value, Mapping):
+    n = _count_arrays(value)
+    kind = ("optimizer state" if "param_groups" in value or "state" in value and
+            isinstance(value.get("state"), Mapping) and n else "mapping")
+    return f"{kind}, {len(value)} entries, {n} arrays"
+  if isinstance(value, (list, tuple)):
+    return f"list of {len(value)}, {_count_arrays(value)} arrays"
+  return type(value).__name__
+
+
+def _count_arrays(obj: Any, depth: int = 0) -> int:
+  if _is_array(obj):
+    return 1
+  if depth > 8:
+    return 0
+  if isinstance(obj, Mapping):
+    return sum(_count_arrays(v, depth + 1) for v in obj.values())
+  if isinstance(obj, (list, tuple)):
+    return sum(_count_arrays(v, depth + 1) for v in obj)
+  return 0
+
+
+def _candidates(obj: Any, path: tuple[str, ...] = ()) -> list[tuple[str, ...]]:
+  """Paths (key tuples) of every state dict inside a loaded checkpoint, outermost first;
+  optimizer and scheduler states (int-keyed `state`, `param_groups`) are never entered."""
+  if is_state_dict(obj):
+    return [path]
+  if not isinstance(obj, Mapping) or len(path) >= _MAX_DEPTH or "param_groups" in obj:
+    return []
+  found = []
+  for k, v in obj.items():
+    if isinstance(k, str) and isinstance(v, Mapping):
+      found += _candidates(v, path + (k,))
+  return found
+
+
+def _rank(path: tuple[str, ...]) -> tuple[int, int]:
+  # Known nesting names first (in _NESTING's order), shallower before deeper.
+  first = _NESTING.index(path[0]) if path and path[0] in _NESTING else len(_NESTING)
+  return (0 if not path else 1 + first, len(path))
 
 
 def unwrap_state_dict(obj: Any) -> tuple[dict[str, Any], list[str]]:
-  """(state dict, the nesting keys walked) of a loaded checkpoint; strips DataParallel's
-  'module.' prefix. Raises ValueError when no state dict is found."""
-  path: list[str] = []
-  while isinstance(obj, Mapping) and not is_state_dict(obj):
-    inner = next((k for k in _NESTING if isinstance(obj.get(k), Mapping)), None)
-    if inner is None:
-      break
-    path.append(inner)
-    obj = obj[inner]
-  if not is_state_dict(obj):
-    top = sorted(obj)[:20] if isinstance(obj, Mapping) else type(obj).__name__
-    raise ValueError(f"no state dict found in the checkpoint (walked {path or 'nothing'}; "
-                     f"top-level keys: {top})")
-  state = {k: v for k, v in obj.items() if hasattr(v, "shape")}
-  if state and all(k.startswith("module.") for k in state):
-    state = {k[len("module."):]: v for k, v in state.items()}
+  """(state dict, the nesting keys walked) of a loaded checkpoint; see `unwrap_checkpoint`."""
+  state, path, _ = unwrap_checkpoint(obj)
   return state, path
+
+
+def unwrap_checkpoint(obj: Any) -> tuple[dict[str, Any], list[str], list[str]]:
+  """(state dict, nesting keys walked, what was ignored) of a loaded checkpoint.
+
+  The weights are found by structure: the flat string-keyed mapping of arrays inside the
+  checkpoint (itself, or nested under e.g. 'state_dict' or 'model'), never optimizer moments,
+  scheduler state or metrics. Layouts covered: a plain state dict; ECGFounder's
+  util.save_checkpoint {'epoch', 'step', 'state_dict', 'optimizer', 'scheduler', 'val_auroc'};
+  fairseq's trainer {'args', 'cfg', 'model', 'criterion', 'optimizer_history', 'task_state',
+  'extra_state', 'last_optimizer_state'}; {'model': ..., 'epoch': ...}. A whole-dict prefix
+  'module.' / 'model.' / '_orig_mod.' is stripped. Every other entry (and every non-array
+  value inside the state dict) is listed in the third element, with what it is.
+  Raises ValueError when no state dict is found.
+  """
+  found = sorted(_candidates(obj), key=_rank)
+  if not found:
+    top = sorted(map(str, obj))[:20] if isinstance(obj, Mapping) else type(obj).__name__
+    raise ValueError(f"no state dict (a mapping of parameter names to tensors) found in the "
+                     f"checkpoint; top-level keys: {top}")
+  path = found[0]
+  ignored: list[str] = []
+  node = obj
+  for depth, key in enumerate(path):
+    for k, v in node.items():
+      if k != key:
+        where = ".".join(map(str, path[:depth] + (k,)))
+        ignored.append(f"{where} ({_describe(v)})")
+    node = node[key]
+  state = {k: v for k, v in node.items() if _is_array(v)}
+  prefix_path = ".".join(path)
+  ignored += [f"{prefix_path + '.' if path else ''}{k} ({_describe(v)})"
+              for k, v in node.items() if not _is_array(v)]
+  stripped = True
+  while stripped and state:
+    stripped = False
+    for p in _PREFIXES:
+      if all(k.startswith(p) for k in state):
+        state = {k[len(p):]: v for k, v in state.items()}
+        stripped = True
+  return state, list(path), ignored
 
 
 def find_prefix(state: Mapping[str, Any], anchor: str) -> str | None:

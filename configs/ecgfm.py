@@ -42,7 +42,8 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   if arg.corpus == "synthetic":
     c.input.bandpass = None
   c.input.standardize = "per_lead"
-  c.input.resample_method = "linear"
+  c.input.standardize_scope = "record"  # fairseq-signals z-scores the whole record, then cuts
+  c.input.resample_method = "linear"    # fairseq-signals' interpolation grid
 
   # Segments and random lead masking (RLM), shared by every recipe.
   c.views = 2                     # wav2vec2: two adjacent halves of the window, own masks each
@@ -75,6 +76,7 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   c.warmup_steps = 1000
   c.b2 = 0.98
   c.adam_eps = 1e-6
+  c.weight_decay_scope = "all"    # fairseq's Adam decays EVERY parameter (biases, norms too)
   if arg.runlocal:
     if arg.corpus == "synthetic":
       c.data = "synthetic:2000?seed=0&fs=500&seconds=10"

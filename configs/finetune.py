@@ -9,7 +9,10 @@
 Arguments after ':' (comma separated): backbone=net1d|resnet1d|resnet2d|export; variant= (net1d:
 ecgfounder|8m|mu, default 8m; resnet1d: resnet1d18|34|50|mu, default resnet1d50; resnet2d:
 resnet2d50_sa|resnet2d50|mu); fs= the input rate in Hz (default 500 as ECGFounder; 100 reads
-PTB-XL's records100 for CPU runs); runlocal (a two-minute CPU run on synthetic data).
+PTB-XL's records100 for CPU runs); runlocal (a two-minute CPU run on synthetic data);
+recipe= a published fine-tune recipe on an export: st_mem (RandAugment 2 of 8 ops at p 0.5 on the
+signal, AdamW lr 1e-3 x batch/256, wd 0.05, no layer decay, SPEC section 1) | ecg_fm (CNN frozen,
+sum / nonzero-count pooling, BCE with balanced pos_weight, SPEC section 2).
 """
 
 import ml_collections
@@ -18,13 +21,16 @@ from ecgjax.configs import parse_arg
 
 LEADS_12 = "I,II,III,aVR,aVL,aVF,V1,V2,V3,V4,V5,V6"
 BACKBONES = {"net1d": "8m", "resnet1d": "resnet1d50", "resnet2d": "resnet2d50_sa", "export": ""}
+RECIPES = ("", "st_mem", "ecg_fm")
 
 
 def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   """The fine-tuning config; every key is declared here."""
-  arg = parse_arg(arg, backbone="net1d", variant="", fs=500.0, runlocal=False)
+  arg = parse_arg(arg, backbone="net1d", variant="", fs=500.0, runlocal=False, recipe="")
   if arg.backbone not in BACKBONES:
     raise ValueError(f"backbone={arg.backbone!r}: known backbones are {', '.join(BACKBONES)}")
+  if arg.recipe not in RECIPES:
+    raise ValueError(f"recipe={arg.recipe!r}: known recipes are {', '.join(RECIPES[1:])}")
   c = ml_collections.ConfigDict()
   c.seed = 0                      # params, dropout, data order and augmentation derive from it
   c.objective = "supervised"      # ecgjax.objectives registry name
@@ -38,6 +44,11 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   c.use_bn = True                 # Net1D BatchNorm (ECGFounder: off; AnyECG-CCTA: on)
   c.backbone_dropout = 0.0        # Net1D dropout (AnyECG-CCTA: 0.5); 0 = off
   c.head_dropout = 0.0            # dropout before the new head of an export's encoder
+  c.freeze = ""                   # parameters frozen in a full fine-tune: cnn (ECG-FM's feature
+                                  # extractor) or comma-separated regexes over backbone paths
+  c.pooling = ""                  # an export encoder's pooling; "" = its own. ECG-FM: mean |
+                                  # nonzero_mean (sum over time / nonzero count, its fine-tune) |
+                                  # feature_nonzero_mean (its scripts/embs.py)
 
   # Task and loss.
   c.task = "multilabel"           # multilabel (one logit per label) | multiclass | regression
@@ -59,7 +70,8 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   c.data_workers = 0              # grain worker processes (0: threads in this process)
   c.max_bad_fraction = 0.01       # unreadable records are skipped; past this fraction, stop
   c.augment = "scheduled"         # none | scheduled (AnyECG-CCTA: roll, scale, noise, occlusion
-                                  # at strength alpha(e) = 0.5 + 0.5 cos(pi e / E))
+                                  # at strength alpha(e) = 0.5 + 0.5 cos(pi e / E)) |
+                                  # st_mem_randaugment (ST-MEM's fine-tune: 2 of 8 ops, p 0.5)
   c.paired = True                 # each batch holds every record AND its augmented copy
   c.input = ml_collections.ConfigDict()  # input contract (an export brings its own)
   c.input.fs = arg.fs
@@ -94,7 +106,8 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   c.b1 = 0.9
   c.b2 = 0.999
   c.adam_eps = 1e-8
-  c.weight_decay = 0.01           # on matrices and kernels, not on biases/norms
+  c.weight_decay = 0.01           # decoupled (AdamW)
+  c.weight_decay_scope = "matrices"  # matrices and kernels, not biases/norms | all
   c.grad_clip_norm = 0.0          # 0 = no clipping
   c.grad_accum_steps = 1          # micro-batches per update
   c.param_sharding = "replicated"  # or "fsdp"
@@ -105,6 +118,20 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   c.bootstrap = 1000              # resamples for the 95% CIs of the final report
   c.log_every_steps = 10
   c.keep_checkpoints = 1          # rolling checkpoints per split (the best is kept apart)
+
+  c.recipe = arg.recipe           # recorded in config.json; "" = the keys as set here
+  if arg.recipe == "st_mem":
+    c.augment = "st_mem_randaugment"
+    c.paired = False              # ST-MEM trains on the augmented records alone
+    c.base_lr = 1e-3
+    c.weight_decay = 0.05
+    c.layer_decay = 0.0
+  elif arg.recipe == "ecg_fm":
+    c.freeze = "cnn"
+    c.pooling = "nonzero_mean"
+    c.loss = "bce"
+    c.pos_weight = "balanced"
+    c.augment = "none"
 
   if arg.runlocal:
     c.data = f"synthetic:120?seed=0&fs={int(arg.fs)}&seconds=10"

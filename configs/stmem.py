@@ -9,6 +9,7 @@ PTB-XL pretraining array beside the checkout, ../shared/data/ptbxl-pretrain-250h
 """
 
 import ml_collections
+from ml_collections.config_dict import placeholder
 
 from ecgjax.configs import parse_arg
 
@@ -39,6 +40,16 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   c.input.filter_order = 5
   c.input.standardize = "global"  # one mean/std over the whole (12, T) crop
   c.input.resample_method = "fft"
+  # How the reference pipelines differ (data/transforms.py Preprocessing; SPEC section 10).
+  c.input.notch = placeholder(float)  # mains notch in Hz (ECGFounder 50); None: off
+  c.input.notch_q = 30.0
+  c.input.baseline_window_s = placeholder(float)  # running-median baseline (ECGFounder 0.4 s); None: off
+  c.input.bandpass_design = "cascade"  # cascade (ST-MEM) | butter_ba (ECGFounder: one b/a design)
+  c.input.baseline_method = "reflect"  # reflect | medfilt (ECGFounder: zero-padded edges)
+  c.input.standardize_scope = "window"  # window (after the crop) | record (ECG-FM: before it)
+  c.input.standardize_eps = 0.0   # > 0: divide by std + eps (ECGFounder 1e-8)
+  c.input.head_s = placeholder(float)  # keep only the first seconds (ECGFounder 10); None: all
+  c.input.views = "crops"         # evaluation inputs: crops | segments (ECG-FM: every 5 s)
 
   # Optimisation: AdamW(0.9, 0.95), lr = base_lr * batch_size / 256, warmup then cosine.
   c.batch_size = 256              # global, over all devices and hosts
@@ -50,7 +61,8 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   c.b1 = 0.9
   c.b2 = 0.95
   c.adam_eps = 1e-8
-  c.weight_decay = 0.01           # on matrices and tables, not on biases/norms/vectors
+  c.weight_decay = 0.01           # decoupled (AdamW)
+  c.weight_decay_scope = "matrices"  # matrices and tables, not biases/norms/vectors | all
   c.grad_clip_norm = 0.0          # 0 = no clipping
   c.grad_accum_steps = 1          # micro-batches per update (batch_size stays global)
   c.param_sharding = "replicated"  # or "fsdp": each array split over the devices

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 import os
+import re
 
 import numpy as np
 import scipy.io
@@ -88,7 +89,7 @@ def write_wfdb(directory: str | os.PathLike, name: str, digital: np.ndarray, *,
     scipy.io.savemat(path, {"val": stored})
   else:
     with open(path, "wb") as f:
-      code = int(str(fmt).split("+")[0])
+      code = int(re.match(r"\d+", str(fmt)).group())  # "16x2", "16:4", "212+24" -> the format
       # Formats with no encoder here (to test refusals) get format-16 bytes.
       f.write(encode(stored, code if code in (16, 24, 32, 61, 80, 160, 212) else 16))
   return hea

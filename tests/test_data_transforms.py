@@ -1,5 +1,6 @@
 """Per-record transforms and the Preprocessing input contract."""
 
+import dataclasses
 import json
 
 import numpy as np
@@ -20,15 +21,20 @@ def _dominant_freq(x, fs):
   return np.fft.rfftfreq(x.shape[-1], 1 / fs)[spec.argmax(axis=-1)]
 
 
-@pytest.mark.parametrize("method", ["fft", "poly", "linear"])
+@pytest.mark.parametrize("method", ["fft", "poly", "linear", "linear_span"])
 @pytest.mark.parametrize("fs_in,fs_out", [(500, 250), (250, 500), (400, 250),
                                           (360, 250)])
 def test_resample_preserves_length_in_seconds_and_frequency(method, fs_in, fs_out):
   x = _sine(7.0, fs_in, 10)
   y = data.resample(x, fs_in, fs_out, method)
+  n, m = x.shape[-1], y.shape[-1]
   assert y.shape == (2, 10 * fs_out) and y.dtype == np.float32
   np.testing.assert_allclose(_dominant_freq(y, fs_out), 7.0, atol=0.11)
-  t = np.arange(y.shape[1]) / fs_out
+  t = np.arange(m) / fs_out
+  if method in ("linear", "linear_span"):
+    # Both linear grids put the first and last input sample on the first and last output
+    # sample: output j reads input position j (n - 1) / (m - 1) (fairseq-signals, ECGFounder).
+    t = np.arange(m) * (n - 1) / (m - 1) / fs_in
   ref = np.sin(2 * np.pi * 7 * t)
   inner = slice(20, -20)  # Edges: FFT wrap-around, last-sample hold.
   assert np.abs(y[0, inner] - ref[inner]).max() < 0.05
@@ -293,19 +299,19 @@ def test_median_baseline_matches_scipy_on_real_record(ptbxl):
 
 
 def test_ecgfounder_prepare_is_scipy_pipeline_in_order(ptbxl):
-  from scipy import ndimage
   from scipy import signal as sps
   x, names, fs = ptbxl
   pp = data.Preprocessing.from_dict(transforms.preset("ecgfounder").to_dict())
   y, mask = pp.prepare(_record(x, fs, names))
   assert y.shape == (12, 5000) and y.dtype == np.float32 and mask.all()
+  # notch, ONE band-pass b/a design, medfilt baseline (zero-padded edges), global z-score
+  # with std + 1e-8 over the record (SPEC section 10).
   ref = sps.filtfilt(*sps.iirnotch(50.0, 30.0, fs=fs), x.astype(np.float64))
-  for kind, cut in (("highpass", 0.67), ("lowpass", 40.0)):
-    ref = sps.sosfiltfilt(sps.butter(4, cut, kind, fs=fs, output="sos"), ref)
-  ref = ref - ndimage.median_filter(ref, size=(1, 201), mode="reflect")
+  ref = sps.filtfilt(*sps.butter(4, [0.67, 40.0], btype="bandpass", fs=fs), ref)
+  ref = ref - np.stack([sps.medfilt(lead, 201) for lead in ref])
+  ref = (ref - ref.mean()) / (ref.std() + 1e-8)
   np.testing.assert_allclose(y, ref, atol=1e-5)
-  z = pp(_record(x, fs, names))
-  np.testing.assert_allclose(z, (ref - ref.mean()) / ref.std(), atol=1e-4)
+  np.testing.assert_array_equal(pp(_record(x, fs, names)), y)
 
 
 def test_st_mem_prepare_on_real_record(ptbxl):
@@ -338,7 +344,8 @@ def test_ecgfounder_removes_hum_and_wander_keeps_qrs(ptbxl):
   hum = 0.2 * np.sin(2 * np.pi * 50 * t + 1.0)  # 0.2 mV of mains.
   wander = 1.0 * np.sin(2 * np.pi * 0.3 * t + 0.4)  # 1 mV of breathing.
   dirty = (x + hum + wander).astype(np.float32)
-  pp = transforms.ecgfounder_preprocessing()
+  # In mV: the preset's record-level z-score is switched off for the amplitude checks.
+  pp = dataclasses.replace(transforms.ecgfounder_preprocessing(), standardize=None)
   y, _ = pp.prepare(_record(dirty, fs, names))
   clean, _ = pp.prepare(_record(x, fs, names))
   assert (_amp_at(dirty, 50, fs) > 0.19).all()
@@ -350,11 +357,12 @@ def test_ecgfounder_removes_hum_and_wander_keeps_qrs(ptbxl):
   rms = np.sqrt((clean[:, inner] ** 2).mean(-1))
   assert (np.sqrt(((y - clean)[:, inner] ** 2).mean(-1)) < 0.06 * rms).all()
   assert np.abs(y - clean)[:, inner].max() < 0.04
-  # QRS energy (8-30 Hz) survives: within 5% of the raw record's.
-  ratio = _band_energy(y, fs, 8, 30) / _band_energy(x, fs, 8, 30)
-  assert ((ratio > 0.95) & (ratio < 1.05)).all(), ratio
+  # QRS energy (8-30 Hz) survives: within 7% of the raw record's (away from the edges, where
+  # medfilt's zero padding makes the baseline jump, as in ECGFounder's own code).
+  ratio = _band_energy(y[:, inner], fs, 8, 30) / _band_energy(x[:, inner], fs, 8, 30)
+  assert ((ratio > 0.93) & (ratio < 1.07)).all(), ratio
   # A 60 Hz preset for North-American data removes 60 Hz instead.
-  us = transforms.ecgfounder_preprocessing(mains=60.0)
+  us = dataclasses.replace(transforms.ecgfounder_preprocessing(mains=60.0), standardize=None)
   y60, _ = us.prepare(_record(
       (x + 0.2 * np.sin(2 * np.pi * 60 * t)).astype(np.float32), fs, names))
   assert (_amp_at(y60, 60, fs) < 0.002).all()
@@ -370,18 +378,28 @@ def test_presets_and_new_fields():
   assert fo.leads == ("I", "II")
   assert (fo.fs, fo.samples, fo.bandpass, fo.filter_order, fo.notch, fo.notch_q,
           fo.baseline_window_s, fo.standardize, fo.resample_method) == (
-              500.0, 5000, (0.67, 40.0), 4, 50.0, 30.0, 0.4, "global", "poly")
+              500.0, 5000, (0.67, 40.0), 4, 50.0, 30.0, 0.4, "global", "linear_span")
+  assert (fo.bandpass_design, fo.baseline_method, fo.standardize_scope, fo.standardize_eps,
+          fo.head_s, fo.views) == ("butter_ba", "medfilt", "record", 1e-8, 10.0, "crops")
+  fm = transforms.preset("ecg_fm")
+  assert (fm.standardize_scope, fm.views, fm.resample_method) == ("record", "segments", "linear")
   d = json.loads(json.dumps(fo.to_dict()))
   assert data.Preprocessing.from_dict(d) == fo
-  # An export written before notch/baseline existed still loads, filters off.
+  # An export written before notch/baseline (or the reference-fidelity fields) existed still
+  # loads, with the behaviour it had.
   old = data.st_mem_preprocessing().to_dict()
-  for key in ("notch", "notch_q", "baseline_window_s"):
+  for key in ("notch", "notch_q", "baseline_window_s", "bandpass_design", "baseline_method",
+              "standardize_scope", "standardize_eps", "head_s", "views"):
     del old[key]
   loaded = data.Preprocessing.from_dict(old)
   assert loaded == data.st_mem_preprocessing()
   assert loaded.notch is None and loaded.baseline_window_s is None
   for bad in ({"notch": 125.0}, {"notch": 0.0}, {"notch_q": 0.0},
-              {"baseline_window_s": 0.0}, {"resample_method": "sinc"}):
+              {"baseline_window_s": 0.0}, {"resample_method": "sinc"},
+              {"bandpass_design": "fir"}, {"baseline_method": "mean"},
+              {"standardize_scope": "batch"}, {"views": "all"}, {"head_s": 0.0},
+              {"standardize_eps": -1.0},
+              {"bandpass": (0.0, 40.0), "bandpass_design": "butter_ba"}):
     with pytest.raises(ValueError):
       data.Preprocessing(fs=250, samples=100, **bad)
 
@@ -414,9 +432,11 @@ def test_ecg_fm_segments_of_real_record(ptbxl):
   pp = data.ecg_fm_preprocessing()
   segs = pp.segments(_record(x, fs, names))
   assert segs.shape == (2, 12, 2500) and segs.dtype == np.float32
-  np.testing.assert_allclose(segs[1], data.standardize(x[:, 2500:], "per_lead"),
-                             atol=1e-6)
-  np.testing.assert_allclose(segs.mean(-1), 0, atol=1e-5)
-  np.testing.assert_allclose(segs.std(-1), 1, atol=1e-4)
+  # fairseq-signals z-scores the WHOLE record per lead, then cuts: segments are not
+  # re-standardised, so each has its own mean/std around 0/1.
+  whole = data.standardize(x, "per_lead")
+  np.testing.assert_allclose(segs[1], whole[:, 2500:], atol=1e-6)
+  np.testing.assert_allclose(np.concatenate(list(segs), -1).mean(-1), 0, atol=1e-5)
+  assert not np.allclose(segs[1], data.standardize(x[:, 2500:], "per_lead"), atol=1e-3)
   short = pp.segments(_record(x[:, :2000], fs, names))
   assert short.shape == (0, 12, 2500) and short.dtype == np.float32

@@ -45,7 +45,8 @@ def _check_embeddings(export_dir, forward) -> float:
   source = data.open_source(SYNTHETIC)
   n_crops = eval_lib.default_n_crops(export, source)
   got = eval_lib.embed_source(export, source, batch_size=2, n_crops=n_crops, progress=False)
-  crops = [export.preprocessing.crops(source[i], n_crops) for i in range(len(source))]
+  pp = export.preprocessing
+  crops = [pp.views_of(pp.prepare(source[i])[0], n_crops) for i in range(len(source))]
   want = np.stack([forward(c).mean(0) for c in crops])
   assert got["embeddings"].shape == want.shape
   return rel_err(got["embeddings"], want)
@@ -57,6 +58,9 @@ def _torch_forward(model):
   def forward(x):
     with torch.no_grad():
       out = model(torch.from_numpy(np.ascontiguousarray(x)))
+    if isinstance(model, _refs().ECGFM):  # scripts/embs.py's pooling of each segment
+      from tests import reference_pipelines  # pylint: disable=g-import-not-at-top
+      return np.stack([reference_pipelines.embs_pool(h) for h in out[1].numpy()])
     return out[1 if isinstance(model, _refs().Net1D) else 0].numpy()
   return forward
 

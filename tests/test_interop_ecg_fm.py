@@ -72,7 +72,8 @@ def test_every_layer_and_the_encoder_match_torch(ref):
 def test_variant_heads_and_contract(ref):
   *_, conv = ref
   rep = conv.report
-  assert rep.ok and conv.encoder["variant"] == "mu" and conv.encoder["overrides"] == {}
+  assert rep.ok and conv.encoder["variant"] == "mu" and conv.encoder["overrides"] == {
+      "pooling": "feature_nonzero_mean"}
   assert conv.encoder["embedding"] == {"dim": 64, "pooling": conv.encoder["embedding"]["pooling"],
                                        "frames": 156}
   for key in ("mask_emb", "quantizer.vars", "quantizer.weight_proj.weight", "project_q.bias",
@@ -84,9 +85,9 @@ def test_variant_heads_and_contract(ref):
   # The head count is not in the weights: it comes from the checkpoint's config.
   cfg = {"model": {**CFG["model"], "encoder_attention_heads": 4}}
   got = interop.convert_state_dict("ecg-fm", _checkpoint(refs.numpy_state(ref[0]), cfg))
-  assert got.encoder["overrides"] == {"num_heads": 4}
+  assert got.encoder["overrides"] == {"num_heads": 4, "pooling": "feature_nonzero_mean"}
   old_style = {"args": {"encoder_attention_heads": 4}, "model": refs.numpy_state(ref[0])}
-  assert interop.convert_state_dict("ecg-fm", old_style).encoder["overrides"] == {"num_heads": 4}
+  assert interop.convert_state_dict("ecg-fm", old_style).encoder["overrides"]["num_heads"] == 4
 
 
 def test_weight_norm_folding_in_every_spelling(ref):

@@ -18,23 +18,44 @@ def _eval_example(source, preprocessing, n_crops, n_labels, index):
   try:
     rec = source[int(index)]
     x, mask = prepare_record(preprocessing, rec)
-    return rec, preprocessing.crops_of(x, n_crops), mask, _check_labels(
-        rec, n_labels)
+    views = preprocessing.views_of(x, n_crops)
+    if not len(views):
+      pp = preprocessing
+      raise sources_lib.BadRecordError(
+          rec.get("record_id", str(index)),
+          f"{x.shape[-1] / pp.fs:g} s long, shorter than one {pp.samples / pp.fs:g} s "
+          f"segment: the contract embeds whole segments only (views='segments')")
+    return rec, views, mask, _check_labels(rec, n_labels)
   except sources_lib.BadRecordError as e:
     _report_bad(e)
     return None
+
+
+def _views_bucket(k: int) -> int:
+  """Views per record a batch is padded to: the next power of two, so records of every length
+  (ECG-FM's 1-12 segments of CPSC 2018) compile a handful of shapes, not one per count."""
+  return 1 << max(int(k) - 1, 0).bit_length()
+
+
 def _stack_eval(items: list[tuple[Any, ...]], batch_size: int,
-                template: dict[str, np.ndarray]) -> Batch:
-  """Stacks examples and pads to batch_size with zeros / valid=False."""
+                template: dict[str, np.ndarray], n_views: int | None) -> Batch:
+  """Stacks examples and pads to batch_size with zeros / valid=False (and every record's views
+  to n_views, or to the bucket of the batch's most, with view_mask 0)."""
   n = len(items)
+  if n_views is None:
+    n_views = _views_bucket(max(len(views) for _, (_, views, _, _) in items))
+  template = dict(template, signal=np.zeros((n_views,) + template["signal"].shape[1:],
+                                            np.float32))
   out = {k: np.zeros((batch_size,) + v.shape, v.dtype) for k, v in template.items()}
+  out["view_mask"] = np.zeros((batch_size, n_views), np.float32)
   out["record_id"] = np.full(batch_size, "", dtype=object)
   out["patient_id"] = np.full(batch_size, "", dtype=object)
   out["fold"] = np.zeros(batch_size, np.int64)
   out["index"] = np.full(batch_size, -1, np.int64)
   out["valid"] = np.zeros(batch_size, bool)
-  for j, (index, (rec, crops, mask, labels)) in enumerate(items):
-    out["signal"][j], out["lead_mask"][j], out["labels"][j] = crops, mask, labels
+  for j, (index, (rec, views, mask, labels)) in enumerate(items):
+    out["signal"][j, :len(views)], out["lead_mask"][j], out["labels"][j] = views, mask, labels
+    out["view_mask"][j, :len(views)] = 1.0
     out["record_id"][j] = rec["record_id"]
     out["patient_id"][j] = rec.get("patient_id", rec["record_id"])
     out["fold"][j] = rec.get("fold", 0)
@@ -56,13 +77,16 @@ def eval_batches(
 ) -> Iterator[Batch]:
   """Deterministic batches over all records (or `indices`) in order.
 
-  Each batch: signal float32 (b, n_crops, leads, samples) -- always 4-D, also
-  for n_crops == 1, so eval code has one shape to handle -- lead_mask
-  (b, leads), labels (b, n_labels), record_id / patient_id (str arrays),
-  fold / index (int64), valid (bool). The last batch is padded to batch_size
-  (valid=False) so a jitted function sees one shape. Bad records are skipped
-  and logged.
+  Each batch: signal float32 (b, views, leads, samples) -- always 4-D, also
+  for one view, so eval code has one shape to handle -- view_mask (b, views)
+  (1 for a real view), lead_mask (b, leads), labels (b, n_labels), record_id /
+  patient_id (str arrays), fold / index (int64), valid (bool). Views are the
+  contract's (`Preprocessing.views`): n_crops crops, or every whole segment of
+  the record (a record's count varies; a batch is padded to a power of two).
+  The last batch is padded to batch_size (valid=False) so a jitted function
+  sees one shape. Bad records are skipped and logged.
   """
+  fixed_views = None if preprocessing.views == "segments" else n_crops
   order = np.arange(len(source)) if indices is None else np.asarray(indices)
   n_leads, n_labels = len(preprocessing.leads), len(source.label_names)
   template = {
@@ -86,10 +110,10 @@ def eval_batches(
           continue
         pending.append((int(index), ex))
         if len(pending) == batch_size:
-          yield _stack_eval(pending, batch_size, template)
+          yield _stack_eval(pending, batch_size, template, fixed_views)
           pending = []
     if pending:
-      yield _stack_eval(pending, batch_size, template)
+      yield _stack_eval(pending, batch_size, template, fixed_views)
   finally:
     if pool:
       pool.shutdown(wait=False, cancel_futures=True)

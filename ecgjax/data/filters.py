@@ -3,8 +3,8 @@
 All functions work along the last (time) axis and broadcast over any leading
 (lead) axes; filter designs are cached because they run for every training
 record inside grain workers. Each one matches the scipy routine the reference
-pipelines call (tested against it on real records), so a model trained here
-sees the same input as the published one.
+pipelines call (SPEC section 10; tested against those calls on real records), so a model
+trained here sees the same input as the published one.
 """
 
 from __future__ import annotations
@@ -16,7 +16,9 @@ import numpy as np
 from scipy import ndimage
 from scipy import signal as sp_signal
 
-RESAMPLE_METHODS = ("fft", "poly", "linear")
+RESAMPLE_METHODS = ("fft", "poly", "linear", "linear_span")
+BANDPASS_DESIGNS = ("cascade", "butter_ba")
+BASELINE_METHODS = ("reflect", "medfilt")
 
 
 def _float_like(x: np.ndarray) -> np.dtype:
@@ -34,20 +36,44 @@ def _poly_ratio(fs_in: float, fs_out: float) -> tuple[int, int]:
   return ratio.numerator, ratio.denominator
 
 
+def resampled_length(n: int, fs_in: float, fs_out: float, method: str = "fft") -> int:
+  """Samples `resample` returns for n input samples: int(n * fs_out / fs_in) for "linear"
+  (fairseq-signals' rule, so CODE-15's 2934 samples at 400 Hz give 3667 at 500), else
+  round(n * fs_out / fs_in)."""
+  exact = n * fs_out / fs_in
+  return int(exact) if method == "linear" else int(round(exact))
+
+
+def _interp_last_axis(x: np.ndarray, xp: np.ndarray, xq: np.ndarray) -> np.ndarray:
+  """Piecewise-linear interpolation along the last axis (scipy interp1d kind='linear') of
+  samples at increasing positions xp, read at positions xq inside [xp[0], xp[-1]]."""
+  n = xp.shape[0]
+  if n == 1:
+    return np.repeat(x[..., :1], len(xq), axis=-1).astype(np.float64)
+  idx = np.clip(np.searchsorted(xp, xq, side="right") - 1, 0, n - 2)
+  t = (xq - xp[idx]) / (xp[idx + 1] - xp[idx])
+  y = np.asarray(x, np.float64)
+  return y[..., idx] * (1.0 - t) + y[..., idx + 1] * t
+
+
 def resample(x: np.ndarray, fs_in: float, fs_out: float,
              method: str = "fft") -> np.ndarray:
-  """Resamples along the last axis from fs_in to fs_out ("fft", "poly" or "linear").
+  """Resamples along the last axis from fs_in to fs_out.
 
-  "fft": scipy.signal.resample (ST-MEM); "poly": scipy.signal.resample_poly
-  with up/down the rational approximation of fs_out/fs_in (ECGFounder and most
-  pipelines for integer ratios: no wrap-around at the record edges, unlike
-  FFT); "linear": linear interpolation (ECG-FM). Every method returns
-  round(n * fs_out / fs_in) samples.
+  "fft": scipy.signal.resample (ST-MEM). "poly": scipy.signal.resample_poly with up/down the
+  rational approximation of fs_out/fs_in (no wrap-around at the record edges, unlike FFT).
+  "linear": fairseq-signals' (ECG-FM) linear interpolation: m = int(n * fs_out / fs_in)
+  outputs; the n inputs sit at np.linspace(0, m - 1, n) and are read back at 0, 1, ..., m - 1.
+  "linear_span": ECGFounder's `resample_unequal`: old and new samples both span the record
+  with both endpoints included (np.linspace(0, t, n) -> np.linspace(0, t, m)), m =
+  round(n * fs_out / fs_in). Lengths: `resampled_length`.
   """
   if fs_in <= 0 or fs_out <= 0:
     raise ValueError(f"sampling rates must be > 0, got {fs_in} -> {fs_out}")
+  if method not in RESAMPLE_METHODS:
+    raise ValueError(f"unknown resample method {method!r}; use one of {RESAMPLE_METHODS}")
   n = x.shape[-1]
-  m = int(round(n * fs_out / fs_in))
+  m = resampled_length(n, fs_in, fs_out, method)
   if m == n:
     return x
   if m < 1:
@@ -62,14 +88,10 @@ def resample(x: np.ndarray, fs_in: float, fs_out: float,
       y = np.pad(y, [(0, 0)] * (y.ndim - 1) + [(0, m - y.shape[-1])], mode="edge")
     return y[..., :m].astype(_float_like(x), copy=False)
   if method == "linear":
-    pos = np.arange(m) * (fs_in / fs_out)
-    i0 = np.minimum(np.floor(pos).astype(np.int64), n - 1)
-    i1 = np.minimum(i0 + 1, n - 1)
-    dtype = _float_like(x)
-    frac = (pos - i0).astype(dtype)
-    return x[..., i0].astype(dtype) * (1 - frac) + x[..., i1] * frac
-  raise ValueError(
-      f"unknown resample method {method!r}; use one of {RESAMPLE_METHODS}")
+    y = _interp_last_axis(x, np.linspace(0, m - 1, n), np.arange(m, dtype=np.float64))
+  else:  # linear_span: both grids on [0, 1] (the duration cancels).
+    y = _interp_last_axis(x, np.linspace(0, 1, n), np.linspace(0, 1, m))
+  return y.astype(_float_like(x), copy=False)
 
 
 @functools.lru_cache(maxsize=64)
@@ -104,15 +126,43 @@ def _sosfiltfilt(design: tuple[np.ndarray, np.ndarray, int],
   return y[..., padlen:y.shape[-1] - padlen] if padlen > 0 else y
 
 
-def bandpass(x: np.ndarray, fs: float, low: float | None, high: float | None,
-             order: int = 5) -> np.ndarray:
-  """Zero-phase Butterworth high-pass at `low`, then low-pass at `high` (None/0: skip).
+@functools.lru_cache(maxsize=16)
+def _butter_band_ba(low: float, high: float, fs: float,
+                    order: int) -> tuple[np.ndarray, np.ndarray]:
+  return sp_signal.butter(order, [low, high], btype="bandpass", fs=fs)
 
-  Two separate order-`order` filters, as ST-MEM does, not one band-pass design
-  (which would double the order); ECGFounder's preset uses order 4.
+
+def bandpass_ba(x: np.ndarray, fs: float, low: float, high: float,
+                order: int = 4) -> np.ndarray:
+  """ECGFounder's band-pass: ONE butter(order, [low, high], 'bandpass') design in b/a form
+  (a 2*order-th order filter) through scipy.signal.filtfilt with its default padding
+  (3 * len(a) samples, odd extension; shorter records pad what they can)."""
+  if not 0 < low < high < fs / 2:
+    raise ValueError(f"band-pass needs 0 < {low} < {high} < fs/2 = {fs / 2} Hz")
+  b, a = _butter_band_ba(float(low), float(high), float(fs), int(order))
+  y = np.asarray(x, dtype=np.float64)
+  padlen = min(3 * max(len(a), len(b)), y.shape[-1] - 1)
+  y = sp_signal.filtfilt(b, a, y, axis=-1, padlen=max(padlen, 0))
+  return y.astype(_float_like(np.asarray(x)), copy=False)
+
+
+def bandpass(x: np.ndarray, fs: float, low: float | None, high: float | None,
+             order: int = 5, design: str = "cascade") -> np.ndarray:
+  """Zero-phase Butterworth band-pass; `design` picks how.
+
+  "cascade" (ST-MEM): a high-pass at `low`, then a low-pass at `high` (None/0: skip one), each
+  of order `order`, as second-order sections through sosfiltfilt. "butter_ba" (ECGFounder):
+  one band-pass design of order `order` in b/a form through filtfilt (`bandpass_ba`); both
+  cutoffs are needed. The two differ by up to a few percent near the record edges.
   """
+  if design not in BANDPASS_DESIGNS:
+    raise ValueError(f"unknown band-pass design {design!r}; use one of {BANDPASS_DESIGNS}")
   if high is not None and high >= fs / 2:
     raise ValueError(f"low-pass cutoff {high} Hz must be below fs/2 = {fs / 2} Hz")
+  if design == "butter_ba":
+    if not low or not high:
+      raise ValueError("the butter_ba band-pass needs both cutoffs (low > 0 and high)")
+    return bandpass_ba(x, fs, low, high, order)
   y = np.asarray(x, dtype=np.float64)
   if low:
     y = _sosfiltfilt(_butter_sos("highpass", float(low), float(fs), int(order)), y)
@@ -144,9 +194,15 @@ def notch(x: np.ndarray, fs: float, f0: float = 50.0, q: float = 30.0) -> np.nda
   return y.astype(_float_like(np.asarray(x)), copy=False)
 
 
-def median_window(fs: float, seconds: float) -> int:
-  """Median-filter length for `seconds` at fs, made odd (0.4 s at 500 Hz -> 201)."""
-  w = max(int(round(seconds * fs)), 1)
+def median_window(fs: float, seconds: float, method: str = "reflect") -> int:
+  """Median-filter length for `seconds` at fs, made odd (0.4 s at 500 Hz -> 201).
+
+  "reflect": round(seconds * fs); "medfilt": ECGFounder's int(seconds * fs) + 1. Either is
+  made odd by adding one.
+  """
+  if method not in BASELINE_METHODS:
+    raise ValueError(f"unknown baseline method {method!r}; use one of {BASELINE_METHODS}")
+  w = int(seconds * fs) + 1 if method == "medfilt" else max(int(round(seconds * fs)), 1)
   # An odd window has a centre sample, so the baseline is not shifted in time.
   return w if w % 2 else w + 1
 
@@ -180,15 +236,36 @@ def median_baseline(x: np.ndarray, window: int) -> np.ndarray:
   return med.reshape(padded.shape)[..., h:h + n]
 
 
-def remove_baseline(x: np.ndarray, fs: float, window_s: float = 0.4) -> np.ndarray:
+def medfilt_baseline(x: np.ndarray, window: int) -> np.ndarray:
+  """scipy.signal.medfilt(lead, window) of every lead: a running median whose window is
+  zero-padded past the edges (ECGFounder's baseline), computed with ndimage's fast 1-D path."""
+  if window < 1 or window % 2 == 0:
+    raise ValueError(f"median window must be odd and >= 1, got {window}")
+  x = np.asarray(x)
+  if window == 1:
+    return x.copy()
+  h = window // 2
+  n = x.shape[-1]
+  # Zero gaps of h on each side of every lead, leads end to end: a window centred in one
+  # lead's samples reaches at most h past them, so it sees that lead's zeros and nothing else.
+  padded = np.pad(x, [(0, 0)] * (x.ndim - 1) + [(h, h)])
+  med = ndimage.median_filter(padded.reshape(-1), size=window, mode="constant", cval=0.0)
+  return med.reshape(padded.shape)[..., h:h + n]
+
+
+def remove_baseline(x: np.ndarray, fs: float, window_s: float = 0.4,
+                    method: str = "reflect") -> np.ndarray:
   """Subtracts a running-median baseline of `window_s` seconds (ECGFounder: 0.4 s).
 
-  The median over 0.4 s ignores the QRS complex (~0.1 s) and follows the
-  slow baseline, so subtracting it removes wander the high-pass left.
+  The median over 0.4 s ignores the QRS complex (~0.1 s) and follows the slow baseline, so
+  subtracting it removes wander the high-pass left. "reflect": mirrored edges (`median_baseline`);
+  "medfilt": ECGFounder's scipy.signal.medfilt with zero-padded edges and its window rule.
   """
   if window_s <= 0:
     raise ValueError(f"baseline window must be > 0 s, got {window_s}")
   x = np.asarray(x)
   y = x.astype(np.float64, copy=False)
-  y = y - median_baseline(y, median_window(fs, window_s))
+  window = median_window(fs, window_s, method)
+  base = medfilt_baseline(y, window) if method == "medfilt" else median_baseline(y, window)
+  y = y - base
   return y.astype(_float_like(x), copy=False)

@@ -48,6 +48,20 @@ def _problem(rec: sources_lib.Record, n_labels: int) -> str | None:
   return None
 
 
+def _present_leads(rec: sources_lib.Record, rows: int) -> str:
+  """The leads a record really has: its names where lead_mask is 1 (readers put absent leads
+  in as zero rows with mask 0), e.g. "I,II,V1" for a 3-lead record read into 12 slots."""
+  names = rec.get("leads")
+  if names is None:
+    return f"{rows} unnamed"
+  mask = rec.get("lead_mask")
+  if mask is not None:
+    mask = np.asarray(mask).reshape(-1)
+    if mask.shape[0] == len(names):
+      names = [n for n, m in zip(names, mask) if m > 0]
+  return ",".join(names) or "none (every lead masked)"
+
+
 def _inspect_chunk(chunk: tuple[int, int, int]) -> dict[str, Any]:
   """Per-record facts of one chunk (runs in a worker process)."""
   _, start, stop = chunk
@@ -71,7 +85,7 @@ def _inspect_chunk(chunk: tuple[int, int, int]) -> dict[str, Any]:
     x = np.asarray(rec["signal"])
     out["fs"].append(float(rec["fs"]))
     out["samples"].append(x.shape[1])
-    out["leads"].append(",".join(rec.get("leads") or (f"{x.shape[0]} unnamed",)))
+    out["leads"].append(_present_leads(rec, x.shape[0]))
     out["amplitude"].append(float(np.abs(x).max()))
     out["labels"].append(np.asarray(rec.get("labels", ()), np.float32).reshape(-1))
   return out

@@ -259,11 +259,16 @@ class NpySource(Source):
 
   def _open(self) -> np.ndarray:
     try:
+      if os.path.isfile(self.path) and os.path.getsize(self.path) == 0:
+        raise ValueError("the file is empty (0 bytes)")
       return np.load(self.path, mmap_mode="r", allow_pickle=False)
     except FileNotFoundError:
       raise FileNotFoundError(f"npy source: no such file {self.path}") from None
-    except ValueError as e:
-      raise ValueError(f"{self.path}: cannot read as a .npy array: {e}") from None
+    except (ValueError, EOFError, OSError) as e:
+      why = str(e)
+      if "mmap length is greater than file size" in why:
+        why = "truncated: the file holds fewer bytes than its header's shape needs"
+      raise ValueError(f"{self.path}: cannot read as a .npy array: {why}") from None
 
   def __getstate__(self) -> dict[str, Any]:
     # Pickling a memmap would copy the whole file into the pickle; reopen instead.

@@ -18,6 +18,8 @@ import numpy as np
 
 from ecgjax.data import leads as leads_lib
 from ecgjax.data.filters import (
+    BANDPASS_DESIGNS,
+    BASELINE_METHODS,
     RESAMPLE_METHODS,
     bandpass,
     median_baseline,
@@ -29,15 +31,20 @@ from ecgjax.data.filters import (
 from ecgjax.data.sources import BadRecordError, Record
 
 __all__ = [
-    "PRESETS", "Preprocessing", "bandpass", "crop_or_pad", "crop_starts",
+    "PRESETS", "Preprocessing", "STANDARDIZE_SCOPES", "VIEWS", "bandpass", "crop_or_pad", "crop_starts",
     "ecg_fm_preprocessing", "ecgfounder_preprocessing", "median_baseline",
     "median_window", "notch", "preset", "random_crop", "remove_baseline",
     "resample", "segments", "st_mem_preprocessing", "standardize",
 ]
 
 
-def standardize(x: np.ndarray, mode: str = "global") -> np.ndarray:
-  """Z-score over the whole array ("global") or per lead; constant input -> 0."""
+def standardize(x: np.ndarray, mode: str = "global", eps: float = 0.0) -> np.ndarray:
+  """Z-score over the whole array ("global") or per lead (population std, ddof 0).
+
+  eps 0: a constant (std below 1e-8, i.e. flat up to rounding) input -> 0, the rule of ST-MEM
+  and of ECG-FM's 'zero' constant-lead strategy. eps > 0: (x - mean) / (std + eps) as
+  ECGFounder computes it (eps 1e-8).
+  """
   if mode == "global":
     axis = None
   elif mode == "per_lead":
@@ -46,6 +53,8 @@ def standardize(x: np.ndarray, mode: str = "global") -> np.ndarray:
     raise ValueError(f"unknown standardize mode {mode!r}; use 'global' or 'per_lead'")
   mean = x.mean(axis=axis, keepdims=True, dtype=np.float64)
   std = x.std(axis=axis, keepdims=True, dtype=np.float64)  # ddof=0.
+  if eps > 0:
+    return ((x - mean) / (std + eps)).astype(np.float32)
   # A flat (or all-zero, e.g. missing) lead has std 0: emit zeros, not NaN.
   scale = np.where(std > 1e-8, 1.0 / np.maximum(std, 1e-8), 0.0)
   return ((x - mean) * scale).astype(np.float32)
@@ -92,6 +101,8 @@ def segments(x: np.ndarray, n: int) -> np.ndarray:
 
 
 _STANDARDIZE_MODES = (None, "global", "per_lead")
+STANDARDIZE_SCOPES = ("window", "record")
+VIEWS = ("crops", "segments")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -100,21 +111,32 @@ class Preprocessing:
 
   prepare() runs once per record, in this order:
     1. validate, reorder leads (absent leads -> zeros, flagged in the mask);
+       with `head_s`, keep only the record's first head_s seconds (ECGFounder
+       takes its 10 s BEFORE filtering: filtering first moves samples by up to 8e-2);
     2. resample to `fs`: every later step is designed at the model's rate,
        so one set of filter coefficients serves every source (and filtering
        after a downsample touches fewer samples);
     3. notch at the mains frequency (`notch`, `notch_q`), then
-    4. Butterworth high-pass then low-pass (`bandpass`, `filter_order`):
-       ECGFounder's order; both are linear, so swapping them changes only
-       the edge transients. A 40 Hz low-pass alone leaves ~13% of a
-       50 Hz hum (order 4), hence the notch;
-    5. median baseline removal: non-linear, so it comes last, where neither
-       hum nor the wander the high-pass removed can bias the running median.
-  finish() runs after cropping: standardise, so its statistics describe
-  exactly the window the model sees (padding included).
+    4. Butterworth band-pass (`bandpass`, `filter_order`, `bandpass_design`):
+       "cascade" = high-pass then low-pass as second-order sections (ST-MEM),
+       "butter_ba" = one band-pass design in b/a form through filtfilt
+       (ECGFounder). A 40 Hz low-pass alone leaves ~13% of a 50 Hz hum
+       (order 4), hence the notch;
+    5. median baseline removal (`baseline_window_s`, `baseline_method`):
+       non-linear, so it comes last, where neither hum nor the wander the
+       high-pass removed can bias the running median;
+    6. with standardize_scope "record": z-score the whole prepared record
+       (ECG-FM: per lead, statistics including the samples segmentation later
+       drops; ECGFounder: the 10 s it keeps).
+  finish() runs after cropping: with standardize_scope "window" (ST-MEM) it
+  z-scores there, so its statistics describe exactly the window the model sees.
 
-  Fields added after the first exports (notch, notch_q, baseline_window_s)
-  default to "off", so older export dicts load unchanged.
+  `views` says how evaluation turns a record into model inputs: "crops" (n
+  evenly spaced windows, ST-MEM's 3) or "segments" (every non-overlapping
+  window, remainder dropped, ECG-FM's 5 s segments), embeddings averaged.
+
+  Fields added after the first exports default to the behaviour those exports
+  had, so older export dicts load unchanged.
   """
 
   fs: float
@@ -128,6 +150,12 @@ class Preprocessing:
   notch: float | None = None  # Mains frequency in Hz (50 or 60); None: off.
   notch_q: float = 30.0  # Quality factor: -3 dB width = notch / notch_q.
   baseline_window_s: float | None = None  # Running-median length; None: off.
+  bandpass_design: str = "cascade"  # "cascade" (ST-MEM) | "butter_ba" (ECGFounder).
+  baseline_method: str = "reflect"  # "reflect" | "medfilt" (ECGFounder's zero-padded).
+  standardize_scope: str = "window"  # "window" (after the crop) | "record" (before).
+  standardize_eps: float = 0.0  # > 0: divide by std + eps (ECGFounder 1e-8).
+  head_s: float | None = None  # Keep only the first head_s seconds (ECGFounder 10).
+  views: str = "crops"  # Evaluation inputs: "crops" | "segments".
 
   def __post_init__(self):
     # Normalise types (lists from JSON, ints for rates) so equality and
@@ -167,6 +195,21 @@ class Preprocessing:
       if not self.baseline_window_s > 0:
         raise ValueError(
             f"baseline_window_s must be > 0, got {self.baseline_window_s}")
+    for name, allowed in (("bandpass_design", BANDPASS_DESIGNS),
+                          ("baseline_method", BASELINE_METHODS),
+                          ("standardize_scope", STANDARDIZE_SCOPES), ("views", VIEWS)):
+      if getattr(self, name) not in allowed:
+        raise ValueError(f"{name} must be one of {allowed}, got {getattr(self, name)!r}")
+    if self.bandpass_design == "butter_ba" and self.bandpass and not self.bandpass[0]:
+      raise ValueError("bandpass_design 'butter_ba' needs a high-pass cutoff > 0 "
+                       f"(bandpass={self.bandpass})")
+    set_("standardize_eps", float(self.standardize_eps))
+    if not self.standardize_eps >= 0:
+      raise ValueError(f"standardize_eps must be >= 0, got {self.standardize_eps}")
+    if self.head_s is not None:
+      set_("head_s", float(self.head_s))
+      if not self.head_s > 0:
+        raise ValueError(f"head_s must be > 0 seconds, got {self.head_s}")
 
   def to_dict(self) -> dict[str, Any]:
     """JSON-able dict (stored in model exports)."""
@@ -226,21 +269,26 @@ class Preprocessing:
       old, _ = leads_lib.reorder(
           np.asarray(record["lead_mask"], np.float32)[:, None], names, self.leads)
       mask = mask * old[:, 0]
+    if self.head_s is not None:
+      x = x[..., :max(int(round(self.head_s * fs)), 1)]
     if abs(fs - self.fs) > 1e-6 * self.fs:
       x = resample(x, fs, self.fs, self.resample_method)
     if self.notch is not None:
       x = notch(x, self.fs, self.notch, self.notch_q)
     if self.bandpass is not None:
-      x = bandpass(x, self.fs, *self.bandpass, order=self.filter_order)
+      x = bandpass(x, self.fs, *self.bandpass, order=self.filter_order,
+                   design=self.bandpass_design)
     if self.baseline_window_s is not None:
-      x = remove_baseline(x, self.fs, self.baseline_window_s)
+      x = remove_baseline(x, self.fs, self.baseline_window_s, self.baseline_method)
+    if self.standardize is not None and self.standardize_scope == "record":
+      x = standardize(x, self.standardize, self.standardize_eps)
     return np.ascontiguousarray(x, dtype=np.float32), mask.astype(np.float32)
 
   def finish(self, x: np.ndarray) -> np.ndarray:
-    """Standardises a cropped window (no-op when standardize is None)."""
-    if self.standardize is None:
+    """Standardises a cropped window (no-op without standardize or when the record was)."""
+    if self.standardize is None or self.standardize_scope == "record":
       return x.astype(np.float32, copy=False)
-    return standardize(x, self.standardize)
+    return standardize(x, self.standardize, self.standardize_eps)
 
   def process(self, record: Record, rng: np.random.Generator | None = None
               ) -> tuple[np.ndarray, np.ndarray]:
@@ -277,6 +325,13 @@ class Preprocessing:
       return segs.astype(np.float32, copy=False)
     return np.stack([self.finish(s) for s in segs])
 
+  def views_of(self, x: np.ndarray, n_crops: int = 1) -> np.ndarray:
+    """Evaluation inputs (k, leads, samples) of a prepared signal: `n_crops` crops, or every
+    whole segment ("segments"; k = 0 for a record shorter than one segment)."""
+    if self.views == "segments":
+      return self.segments_of(x)
+    return self.crops_of(x, n_crops)
+
 
 def st_mem_preprocessing(leads: Sequence[str] = leads_lib.LEADS_12) -> Preprocessing:
   """ST-MEM: 250 Hz (FFT), 2250 samples, 0.67-40 Hz order 5, global z-score."""
@@ -286,24 +341,31 @@ def st_mem_preprocessing(leads: Sequence[str] = leads_lib.LEADS_12) -> Preproces
 
 
 def ecg_fm_preprocessing(leads: Sequence[str] = leads_lib.LEADS_12) -> Preprocessing:
-  """ECG-FM: 500 Hz (linear), 2500 samples (5 s), no filter, per-lead z-score."""
+  """ECG-FM as fairseq-signals runs it: linear resampling to 500 Hz (its grid), per-lead
+  z-score of the WHOLE record (constant lead -> 0), no filter, then every non-overlapping 5 s
+  segment (2500 samples, remainder dropped, not re-standardised); a record's embedding is the
+  mean of its segments'. A record shorter than 5 s has no segment (a bad record here)."""
   return Preprocessing(fs=500.0, samples=2500, leads=tuple(leads),
                        bandpass=None, standardize="per_lead",
-                       resample_method="linear")
+                       resample_method="linear", standardize_scope="record",
+                       views="segments")
 
 
 def ecgfounder_preprocessing(leads: Sequence[str] = leads_lib.LEADS_12,
                              mains: float = 50.0) -> Preprocessing:
-  """ECGFounder: 500 Hz, 5000 samples, notch, 0.67-40 Hz order 4, baseline, global z.
-
-  Notch at `mains` Hz (50; 60 for North-American data), Q 30; baseline =
-  0.4 s running median; resampling polyphase (rational ratio, no FFT
-  wrap-around at the edges).
+  """ECGFounder as its code runs (SPEC section 10): the first 10 s, linear resampling to
+  500 Hz with both endpoints spanned (its resample_unequal), filtfilt(iirnotch(mains, 30)),
+  ONE butter(4, [0.67, 40], 'bandpass') b/a design through filtfilt, x - medfilt(x, 201)
+  (zero-padded edges; kernel int(0.4 fs) + 1 made odd), z-score over (leads, samples) with
+  std + 1e-8. A record shorter than 10 s is zero-padded to 5000 after the z-score.
+  `mains`: 50 (ECGFounder); 60 for North-American data.
   """
   return Preprocessing(fs=500.0, samples=5000, leads=tuple(leads),
-                       bandpass=(0.67, 40.0), filter_order=4,
-                       standardize="global", resample_method="poly",
-                       notch=mains, notch_q=30.0, baseline_window_s=0.4)
+                       bandpass=(0.67, 40.0), filter_order=4, bandpass_design="butter_ba",
+                       standardize="global", standardize_eps=1e-8,
+                       standardize_scope="record", resample_method="linear_span",
+                       notch=mains, notch_q=30.0, baseline_window_s=0.4,
+                       baseline_method="medfilt", head_s=10.0)
 
 
 PRESETS: dict[str, Callable[..., Preprocessing]] = {

@@ -37,6 +37,29 @@ _INVALID = {16: -(2**15), 61: -(2**15), 160: -(2**15), 80: -(2**7),
 _TO_MV = {"mv": 1.0, "uv": 1e-3, "\u00b5v": 1e-3, "\u03bcv": 1e-3, "v": 1e3,
           "nv": 1e-6}
 
+# Channels of mixed recordings (MIMIC, PhysioNet/CinC) that are known not to be ECG leads:
+# blood pressures, plethysmography, respiration, gases, other biosignals, vector/Frank leads.
+# They are left out of the record by name; any other non-lead name is also left out, with a
+# warning, since it may be an ECG lead under a spelling ecgjax does not know.
+_NON_LEAD_RE = re.compile(
+    r"^(abp|art|ap|bp|nbp|nibp|sbp|dbp|mbp|pap|cvp|icp|lap|rap|uap|pawp|pleth|ppg|spo2|sao2|"
+    r"resp|rr|co2|etco2|o2|flow|airflow|thor|abdo|abd|chest|pulse|hr|temp|t|eeg.*|emg.*|"
+    r"eog.*|edr|ecg[\s_-]*(x|y|z)|vx|vy|vz|x|y|z|stim|event|marker|annotation|sync)$",
+    re.IGNORECASE)
+
+
+def classify_channels(names: Sequence[str]) -> tuple[list[int], list[str], list[str]]:
+  """(indices of the ECG-lead channels, known non-lead names, unrecognised names)."""
+  leads, known, unknown = [], [], []
+  for i, name in enumerate(names):
+    try:
+      leads_lib.canonical_lead(name)
+      leads.append(i)
+    except ValueError:
+      (known if _NON_LEAD_RE.match(name.strip()) else unknown).append(name)
+  return leads, known, unknown
+
+
 _FMT_RE = re.compile(r"^(\d+)(?:x(\d+))?(?::(-?\d+))?(?:\+(\d+))?$")
 _GAIN_RE = re.compile(r"^([-+]?[\d.]+(?:[eE][-+]?\d+)?)(?:\((-?\d+)\))?(?:/(\S+))?$")
 _FS_RE = re.compile(r"^([\d.]+(?:[eE][-+]?\d+)?)(?:/.*)?$")
@@ -269,8 +292,11 @@ def _read_mat(path: str, k: int, n: int | None, where: str) -> np.ndarray:
   return val if n is None else val[:, :n]
 
 
-def read_signals(header: Header, check_checksum: bool = True) -> np.ndarray:
-  """Physical samples (n_sig, n_samples) float32 in mV; raises WfdbError on any problem."""
+def read_signals(header: Header, check_checksum: bool = True,
+                 rows: Sequence[int] | None = None) -> np.ndarray:
+  """Physical samples (len(rows), n_samples) float32 in mV of the signals `rows` (default:
+  all); raises WfdbError on any problem. Only those rows need voltage units and valid samples:
+  an ABP or PLETH channel beside the leads does not spoil the record."""
   where = header.path
   if not header.signals:
     raise WfdbError(f"{where}: the header lists no signals")
@@ -306,12 +332,16 @@ def read_signals(header: Header, check_checksum: bool = True) -> np.ndarray:
     digital = np.empty((header.n_sig, n), dtype)
     for idx, block in blocks:
       digital[idx] = block
-  return _to_mv(header, digital, check_checksum)
+  rows = list(range(header.n_sig)) if rows is None else list(rows)
+  if rows != list(range(header.n_sig)):
+    digital = digital[rows]
+  return _to_mv(header, digital, check_checksum, rows)
 
 
-def _to_mv(header: Header, d: np.ndarray, check_checksum: bool) -> np.ndarray:
-  """Digital samples (n_sig, n) to physical mV, validated, all signals at once."""
-  where, sigs = header.path, header.signals
+def _to_mv(header: Header, d: np.ndarray, check_checksum: bool,
+           rows: Sequence[int]) -> np.ndarray:
+  """Digital samples (len(rows), n) of signals `rows` to physical mV, validated at once."""
+  where, sigs = header.path, [header.signals[i] for i in rows]
   names = [s.description or s.file_name for s in sigs]
   scale = np.empty(len(sigs))
   for i, s in enumerate(sigs):
@@ -365,7 +395,8 @@ def to_leads(signal: np.ndarray, names: Sequence[str], want: Sequence[str],
   """Rows named by canonical leads in `want` order; (signal, mask or None if all present).
 
   Channels whose names are not ECG leads (respiration, "ECG", vector leads) are
-  left out; absent leads become zeros with mask 0, never a shifted row.
+  left out (`classify_channels` says which); absent leads become zeros with mask 0,
+  never a shifted row.
   """
   keep, canon = [], []
   for i, name in enumerate(names):

@@ -7,9 +7,10 @@ evaluates 3 crops of 2250 samples at starts 0/125/250 of a 2500-sample record).
 
 `default_n_crops` follows the model's reference evaluation: ST-MEM exports get 3 crops when
 the source's records are longer than the contract's window (a 2500-sample record at 250 Hz
-against 2250) and ECG-FM exports 2 (a 10 s record's two 5 s segments), else 1; other models
-get 1. Records no longer than the window give identical crops, whose mean is the single-crop
-embedding, so the choice per source equals the per-record rule.
+against 2250), else 1; other models get 1. Records no longer than the window give identical
+crops, whose mean is the single-crop embedding, so the choice per source equals the
+per-record rule. A contract with views="segments" (ECG-FM's) ignores the crop count: every
+record is embedded as the mean over ALL its non-overlapping segments, however many.
 
 Embedding files are NPZ with exactly the keys of `EMBEDDING_KEYS`, strings stored as
 unicode arrays so they load with `allow_pickle=False`.
@@ -61,24 +62,29 @@ def _cached_embed_fn(module_name: str, variant: str, overrides_json: str,
     kwargs["lead_idx"] = np.asarray(lead_idx, np.int32)
 
   @jax.jit
-  def fn(params, x):
+  def fn(params, x, view_mask=None):
     b, c = x.shape[:2]
     emb, _ = module.apply({"params": params}, x.reshape((b * c,) + x.shape[2:]), **kwargs)
-    return emb.astype(jnp.float32).reshape(b, c, -1).mean(1)
+    emb = emb.astype(jnp.float32).reshape(b, c, -1)
+    if view_mask is None:
+      return emb.mean(1)
+    w = view_mask.astype(jnp.float32)[..., None]
+    return (emb * w).sum(1) / jnp.maximum(w.sum(1), 1.0)
 
   return fn
 
 
 def make_embed_fn(export: Any):
-  """Jitted `(params, x (B, n_crops, leads, samples)) -> (B, dim)`, crops averaged."""
+  """Jitted `(params, x (B, views, leads, samples), view_mask (B, views) | None) -> (B, dim)`:
+  the mean of each record's real views (crops or segments)."""
   enc = export.config["encoder"]
   return _cached_embed_fn(enc["module"], export.config["variant"],
                           json.dumps(enc.get("overrides", {}), sort_keys=True),
                           _lead_idx(export))
 
 
-# Crops the reference implementation of each model evaluates with (by export "model").
-# ECG-FM scores non-overlapping 5 s segments: a 10 s record's two halves (starts 0 and 2500).
+# Crops the reference implementation of each model evaluates with (by export "model"). ECG-FM
+# exports made before views="segments" existed score a 10 s record's two halves this way.
 REFERENCE_N_CROPS: dict[str, int] = {"st_mem": 3, "ecg_fm": 2}
 
 
@@ -89,9 +95,9 @@ def default_n_crops(export: Any, source: Any, *, probe_records: int = 3) -> int:
   rate); records that fail to load are passed over.
   """
   n_ref = REFERENCE_N_CROPS.get(str(export.config.get("model")), 1)
-  if n_ref == 1 or not len(source):
-    return 1
   pp = export.preprocessing
+  if n_ref == 1 or not len(source) or pp.views == "segments":
+    return 1
   picks = sorted({0, len(source) // 2, len(source) - 1})[:probe_records]
   for i in picks:
     try:
@@ -173,7 +179,7 @@ def embed_source(export: Any, source: Any, *, batch_size: int = 64, n_crops: int
       # Dispatch is asynchronous: the encoder runs while the next batch is being loaded;
       # results are only read back after the loop.
       valid = batch["valid"]
-      outputs.append((fn(params, batch["signal"]), valid))
+      outputs.append((fn(params, batch["signal"], batch["view_mask"]), valid))
       for k in meta:
         meta[k].append(batch[k][valid])
       bar.update(int(valid.sum()))

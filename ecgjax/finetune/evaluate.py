@@ -13,6 +13,7 @@ from typing import Any, Callable
 import warnings
 
 import jax
+import jax.numpy as jnp
 import numpy as np
 from jax.sharding import Mesh
 
@@ -23,15 +24,17 @@ from ecgjax.train import mesh as mesh_lib
 
 
 def make_predict_fn(objective: Any, mesh: Mesh, shardings: Any) -> Callable[..., jax.Array]:
-  """Jitted `(params, collections, x (B, n_crops, leads, T)) -> (B, outputs)`, crops averaged."""
+  """Jitted `(params, collections, x (B, views, leads, T), view_mask (B, views)) -> (B, outputs)`:
+  the mean over each record's real views (crops or segments)."""
 
-  def fn(params, collections, x):
+  def fn(params, collections, x, view_mask):
     b, c = x.shape[:2]
     p = objective.predict(params, collections, x.reshape((b * c,) + x.shape[2:]))
-    return p.reshape(b, c, -1).mean(1)
+    w = view_mask.astype(p.dtype)[..., None]
+    return (p.reshape(b, c, -1) * w).sum(1) / jnp.maximum(w.sum(1), 1.0)
 
-  return jax.jit(fn, in_shardings=(shardings["params"], shardings["collections"],
-                                   mesh_lib.batch_sharding(mesh)),
+  batch = mesh_lib.batch_sharding(mesh)
+  return jax.jit(fn, in_shardings=(shardings["params"], shardings["collections"], batch, batch),
                  out_shardings=mesh_lib.replicated(mesh))
 
 
@@ -52,8 +55,9 @@ def predict(fn: Callable[..., jax.Array], state: dict[str, Any], source: Any,
   for batch in data_lib.eval_batches(source, preprocessing, batch_size=batch_size,
                                      n_crops=n_crops, indices=np.asarray(indices)):
     local = batch_size // n_proc
-    x = batch["signal"][proc * local:(proc + 1) * local]
-    p = fn(state["params"], state["collections"], mesh_lib.to_global({"signal": x}, mesh)["signal"])
+    part = {k: batch[k][proc * local:(proc + 1) * local] for k in ("signal", "view_mask")}
+    part = mesh_lib.to_global(part, mesh)
+    p = fn(state["params"], state["collections"], part["signal"], part["view_mask"])
     pending.append((p, batch))
   for p, batch in pending:  # dispatch is asynchronous: read back after queueing all
     valid = batch["valid"]

@@ -91,10 +91,42 @@ def build_backbone(name: str, variant: str, num_outputs: int, *, dtype: Any = jn
   return Backbone(module, name, variant, overrides, emits_logits=True)
 
 
-def backbone_from_export(export: Any, *, dtype: Any = jnp.float32) -> Backbone:
-  """The encoder of an `ecgjax.train.export.Export`, with its weights."""
+# `config.freeze` names: parameter groups frozen during a full fine-tune.
+FREEZE_GROUPS = {
+    # ECG-FM's convolutional feature extractor (its fine-tune recipe freezes the CNN).
+    "cnn": r"^backbone/feature_extractor/",
+}
+
+
+def freeze_patterns(freeze: str) -> tuple[str, ...]:
+  """Regexes over '/'-joined param paths for `config.freeze`: "" nothing; a group of
+  FREEZE_GROUPS ("cnn"); else comma-separated regexes over backbone-relative paths."""
+  out = []
+  for item in filter(None, (t.strip() for t in str(freeze or "").split(","))):
+    if item in FREEZE_GROUPS:
+      out.append(FREEZE_GROUPS[item])
+      continue
+    try:
+      re.compile(item)
+    except re.error as e:
+      raise ValueError(f"config.freeze: {item!r} is neither a group ({', '.join(FREEZE_GROUPS)})"
+                       f" nor a valid regex: {e}") from None
+    out.append(r"^backbone/" + item.lstrip("^"))
+  return tuple(out)
+
+
+def backbone_from_export(export: Any, *, dtype: Any = jnp.float32,
+                         pooling: str | None = None) -> Backbone:
+  """The encoder of an `ecgjax.train.export.Export`, with its weights; `pooling` replaces the
+  encoder's pooling (ECG-FM: mean | nonzero_mean | feature_nonzero_mean)."""
   enc = export.config["encoder"]
   overrides = dict(enc.get("overrides", {}))
+  if pooling:
+    probe = models.build_model(enc["module"], export.config["variant"], **overrides)
+    if not hasattr(probe, "pooling"):
+      raise ValueError(f"config.pooling={pooling!r}: the export's encoder {enc['module']} has "
+                       "no pooling option")
+    overrides["pooling"] = pooling
   module = models.build_model(enc["module"], export.config["variant"], dtype=dtype, **overrides)
   lead_idx = None
   if _takes(module, "lead_idx"):

@@ -35,7 +35,7 @@ class Supervised(base.Objective):
                pos_weight: np.ndarray | None = None, focal_gamma: float = 2.0,
                focal_alpha: float = 0.25, weighting_name: str = "none",
                pcgrad_variant: str = "none", mode: str = "full", layer_decay: float = 0.0,
-               head_dropout: float = 0.0):
+               head_dropout: float = 0.0, freeze: str = ""):
     if task not in TASKS:
       raise ValueError(f"task must be one of {TASKS}, got {task!r}")
     if mode not in MODES:
@@ -61,6 +61,7 @@ class Supervised(base.Objective):
     self.task_names = (("class",) if task == "multiclass" else self.label_names)
     self.grad_combiner = pcgrad.make_combiner(pcgrad_variant)
     self.frozen_patterns = ((model_lib.FROZEN_BACKBONE,) if mode == "linear_probe" else ())
+    self.frozen_patterns += model_lib.freeze_patterns(freeze)
 
   @property
   def num_tasks(self) -> int:
@@ -163,7 +164,8 @@ def build_from_config(config: ml_collections.ConfigDict, backbone: model_lib.Bac
                     pos_weight=pos_weight, focal_gamma=config.focal_gamma,
                     focal_alpha=config.focal_alpha, weighting_name=config.weighting,
                     pcgrad_variant=config.pcgrad, mode=config.mode,
-                    layer_decay=config.layer_decay, head_dropout=config.head_dropout)
+                    layer_decay=config.layer_decay, head_dropout=config.head_dropout,
+                    freeze=config.freeze)
 
 
 @register("supervised")

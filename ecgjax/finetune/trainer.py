@@ -60,13 +60,20 @@ def _read_jsonl(path: str) -> list[dict[str, Any]]:
     return [json.loads(line) for line in f if line.strip()]
 
 
-def make_augment(config: ml_collections.ConfigDict) -> augment_lib.ScheduledAugment | None:
-  """`config.augment`: none, or AnyECG-CCTA's scheduled augmentation (SPEC.md section 4)."""
+AUGMENTS = ("none", "scheduled", "st_mem_randaugment")
+
+
+def make_augment(config: ml_collections.ConfigDict, fs: float) -> Any:
+  """`config.augment`: none; AnyECG-CCTA's scheduled augmentation (SPEC.md section 4); or
+  ST-MEM's fine-tune RandAugment (2 of 8 ops, p 0.5, level 10, SPEC.md section 1) at the
+  contract's rate `fs`."""
   if config.augment == "none":
     return None
   if config.augment == "scheduled":
     return augment_lib.ScheduledAugment()
-  raise ValueError(f"config.augment={config.augment!r}; known: none, scheduled")
+  if config.augment == "st_mem_randaugment":
+    return augment_lib.StMemRandAugment(fs=fs)
+  raise ValueError(f"config.augment={config.augment!r}; known: {', '.join(AUGMENTS)}")
 
 
 class Run:
@@ -112,7 +119,11 @@ class Run:
     """A fresh backbone (pretrained weights from the export, if any)."""
     dtype = compute_dtype(self.config.dtype)
     if self.export is not None:
-      return model_lib.backbone_from_export(self.export, dtype=dtype)
+      return model_lib.backbone_from_export(self.export, dtype=dtype,
+                                            pooling=self.config.pooling or None)
+    if self.config.pooling:
+      raise ValueError(f"config.pooling={self.config.pooling!r} applies to an export's "
+                       f"encoder; backbone {self.config.model} pools in its own way")
     return model_lib.build_backbone(self.config.model, self.config.variant,
                                     len(self.label_names), dtype=dtype,
                                     use_bn=self.config.use_bn,
@@ -179,7 +190,8 @@ def train_split(run: Run, split: splits_lib.Split, *,
   # Every split starts from the same initial weights (config.seed); data order and
   # augmentation differ per split.
   seed = protocols.derive_seed(config.seed, split.index)
-  augment = make_augment(config)
+  augment = make_augment(config, run.preprocessing.fs)
+  scheduled = isinstance(augment, augment_lib.ScheduledAugment)
   # alpha(e) runs over the passes the data stream makes in the whole run (an epoch of
   # steps_per_epoch batches may hold a few more records than this split's training side).
   stream_epochs = cfg.total_steps * config.batch_size / len(split.train)
@@ -189,7 +201,7 @@ def train_split(run: Run, split: splits_lib.Split, *,
       global_batch_size=config.batch_size, seed=seed, process_index=proc,
       process_count=n_proc, worker_count=config.data_workers,
       max_bad_fraction=config.max_bad_fraction, augment=augment,
-      augment_epochs=stream_epochs if augment is not None else 0.0, paired=run.paired)
+      augment_epochs=stream_epochs if scheduled else 0.0, paired=run.paired)
   training = step_lib.build_training(cfg, objective, mesh, _example(run))
   predict_fn = evaluate.make_predict_fn(objective, mesh, training.shardings)
   total, trainable = training.params

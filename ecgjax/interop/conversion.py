@@ -191,8 +191,9 @@ FAMILIES: dict[str, _Family] = {
                           "its classifier)", _read_net1d,
                           fixed=(("num_classes", 0),)),  # the encoder: no head
     "ecg-fm": _Family("ecg_fm", "ecg_fm_encoder", ("base", "small", "mu"), "ecg_fm",
-                      "mean over frames (the reference's sum / nonzero count without "
-                      "padding)", _read_ecg_fm),
+                      "per 5 s segment: sum over frames / nonzero count per feature "
+                      "(scripts/embs.py); a record = the mean over its segments", _read_ecg_fm,
+                      fixed=(("pooling", "feature_nonzero_mean"),)),
 }
 SOURCES = tuple(FAMILIES)
 

@@ -182,7 +182,9 @@ class ECGFMEncoder(nn.Module):
   activation_dropout: float = 0.0
   dropout_input: float = 0.1  # after post_extract_proj
   feature_grad_mult: float = 1.0  # 0.1 in pretraining: damps gradients into the CNN
-  pooling: str = "mean"  # "mean" | "nonzero_mean" (sum over time / count of nonzero frames)
+  # "mean" | "nonzero_mean" (sum over time / count of not-all-zero frames, the fine-tuned
+  # classifier's) | "feature_nonzero_mean" (scripts/embs.py: per feature, sum / nonzero count)
+  pooling: str = "mean"
   dtype: Dtype = jnp.float32
 
   @nn.compact
@@ -215,15 +217,22 @@ class ECGFMEncoder(nn.Module):
     return pool(h, self.pooling), aux
 
 
+POOLINGS = ("mean", "nonzero_mean", "feature_nonzero_mean")
+
+
 def pool(h: jax.Array, pooling: str) -> jax.Array:
-  """(B, T, D) -> (B, D) in float32: plain mean, or sum / number of not-all-zero frames."""
+  """(B, T, D) -> (B, D) in float32: plain mean; sum / number of not-all-zero frames; or, as
+  ECG-FM's scripts/embs.py, x.sum(time) / (x != 0).sum(time) per feature (0/0 -> 0)."""
   h = h.astype(jnp.float32)
   if pooling == "mean":
     return h.mean(1)
   if pooling == "nonzero_mean":
     count = jnp.any(h != 0, axis=-1).sum(1, keepdims=True)
     return h.sum(1) / jnp.maximum(count, 1).astype(h.dtype)
-  raise ValueError(f"pooling must be 'mean' or 'nonzero_mean', got {pooling!r}")
+  if pooling == "feature_nonzero_mean":
+    count = (h != 0).sum(1)
+    return h.sum(1) / jnp.maximum(count, 1).astype(h.dtype)
+  raise ValueError(f"pooling must be one of {POOLINGS}, got {pooling!r}")
 
 
 class GumbelQuantizer(nn.Module):

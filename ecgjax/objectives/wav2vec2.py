@@ -103,6 +103,48 @@ def perplexity(probs: jax.Array, weight: jax.Array) -> jax.Array:
   return jnp.exp(-jnp.sum(avg * jnp.log(avg + 1e-7), -1)).sum()
 
 
+def wav2vec2_terms(preds: jax.Array, targets: jax.Array, codes: jax.Array,
+                   code_logits: jax.Array, features: jax.Array, mask: jax.Array,
+                   negs: jax.Array, *, logit_temp: float, diversity_weight: float,
+                   feature_pen_weight: float) -> tuple[jax.Array, dict, dict]:
+  """The wav2vec 2.0 loss from the model's outputs: (loss, terms, metrics).
+
+  preds, targets (B, T, F); codes (B, T, G) the training codes; code_logits (B, T, G, V);
+  features (B, T, C) raw CNN features; mask (B, T) bool; negs (B, T, N) distractor frames.
+  Logits = cosine / logit_temp for the positive (index 0) and N negatives, a negative whose
+  code equals the positive's at -inf; cross-entropy at index 0 over masked frames; diversity
+  (V*G - perplexity of the mean softmax) / (V*G); feature penalty = mean squared features.
+  """
+  sim = _cosine(preds, targets)  # (B, T, T): pred t vs target s
+  pos = jnp.diagonal(sim, axis1=1, axis2=2)[..., None]
+  neg = jnp.take_along_axis(sim, negs, axis=2)
+  # A distractor with the positive's code (same target vector) cannot be told apart.
+  neg_codes = jax.vmap(lambda c, n: c[n])(codes, negs)  # (B, T, N, G)
+  same = jnp.all(neg_codes == codes[:, :, None, :], -1)
+  logits = jnp.concatenate([pos, neg], -1) / logit_temp
+  logits = logits.at[..., 1:].set(jnp.where(same, -jnp.inf, logits[..., 1:]))
+  w = mask.astype(jnp.float32)
+  n_masked = jnp.maximum(w.sum(), 1.0)
+  nll = -jax.nn.log_softmax(logits, -1)[..., 0]
+  contrastive = jnp.sum(nll * w) / n_masked
+  accuracy = jnp.sum((jnp.argmax(logits, -1) == 0) * w) / n_masked
+  # Code statistics over masked frames only: the reference quantises only those.
+  num_vars = code_logits.shape[-1] * code_logits.shape[-2]
+  prob_ppl = perplexity(jax.nn.softmax(code_logits, -1), w)
+  # fairseq logs code_perplexity from the argmax of the logits, without the Gumbel noise
+  # that picks the training codes.
+  argmax_codes = jax.nn.one_hot(jnp.argmax(code_logits, -1), code_logits.shape[-1],
+                                dtype=jnp.float32)
+  code_ppl = perplexity(argmax_codes, w)
+  diversity = (num_vars - prob_ppl) / num_vars
+  feature_pen = jnp.mean(jnp.square(features.astype(jnp.float32)))
+  loss = contrastive + diversity_weight * diversity + feature_pen_weight * feature_pen
+  terms = {"wav2vec2": contrastive, "diversity": diversity, "feature_pen": feature_pen}
+  metrics = {"code_perplexity": code_ppl, "prob_perplexity": prob_ppl, "accuracy": accuracy,
+             "masked_fraction": w.mean()}
+  return loss, terms, metrics
+
+
 class Wav2Vec2(base.Objective):
   """ECG-FM pretraining: contrastive + codebook diversity + feature penalty."""
 
@@ -179,31 +221,11 @@ class Wav2Vec2(base.Objective):
 
     keys = jax.vmap(lambda i: jax.random.fold_in(neg_rng, i))(index)
     negs = jax.vmap(lambda k, m: sample_negatives(k, m, o["num_negatives"]))(keys, mask)
-    sim = _cosine(out["preds"], out["targets"])  # (B, T, T): pred t vs target s
-    pos = jnp.diagonal(sim, axis1=1, axis2=2)[..., None]
-    neg = jnp.take_along_axis(sim, negs, axis=2)
-    # A distractor with the positive's code (same target vector) cannot be told apart.
-    codes = out["codes"]
-    neg_codes = jax.vmap(lambda c, n: c[n])(codes, negs)  # (B, T, N, G)
-    same = jnp.all(neg_codes == codes[:, :, None, :], -1)
-    logits = jnp.concatenate([pos, neg], -1) / o["logit_temp"]
-    logits = logits.at[..., 1:].set(jnp.where(same, -jnp.inf, logits[..., 1:]))
-    w = mask.astype(jnp.float32)
-    n_masked = jnp.maximum(w.sum(), 1.0)
-    nll = -jax.nn.log_softmax(logits, -1)[..., 0]
-    contrastive = jnp.sum(nll * w) / n_masked
-    accuracy = jnp.sum((jnp.argmax(logits, -1) == 0) * w) / n_masked
-
-    # Code statistics over masked frames only: the reference quantises only those.
-    prob_ppl = perplexity(jax.nn.softmax(out["code_logits"], -1), w)
-    code_ppl = perplexity(out["code_one_hot"], w)
-    diversity = (self.num_vars - prob_ppl) / self.num_vars
-    feature_pen = jnp.mean(jnp.square(out["features"].astype(jnp.float32)))
-    loss = (contrastive + o["diversity_weight"] * diversity
-            + o["feature_pen_weight"] * feature_pen)
-    terms = {"wav2vec2": contrastive, "diversity": diversity, "feature_pen": feature_pen}
-    metrics = {"temperature": tau, "code_perplexity": code_ppl, "prob_perplexity": prob_ppl,
-               "accuracy": accuracy, "masked_fraction": w.mean(), "leads_kept": kept.mean()}
+    loss, terms, metrics = wav2vec2_terms(
+        out["preds"], out["targets"], out["codes"], out["code_logits"], out["features"], mask,
+        negs, logit_temp=o["logit_temp"], diversity_weight=o["diversity_weight"],
+        feature_pen_weight=o["feature_pen_weight"])
+    metrics.update(temperature=tau, leads_kept=kept.mean())
     if o["cmsc_weight"]:
       z0, z1 = jnp.split(out["hidden"].astype(jnp.float32).mean(1), 2)
       positives = con.positives_matrix(batch, o["positives"])

@@ -27,9 +27,19 @@ def make_schedule(config: ml_collections.ConfigDict) -> optax.Schedule:
       decay_steps=warmup + decay, end_value=peak * config.min_lr_ratio)
 
 
-def _weight_decay_mask(params: Any) -> Any:
-  # Decay matrices and tables only: biases, norm scales and single vectors (SEP,
-  # mask token) are left alone, as the MAE/ST-MEM recipes do.
+WEIGHT_DECAY_SCOPES = ("matrices", "all")
+
+
+def weight_decay_mask(params: Any, scope: str = "matrices") -> Any:
+  """Which parameters AdamW decays: "matrices" = matrices, kernels and tables only (biases,
+  norm scales and single vectors such as SEP or the mask token are left alone, as the
+  MAE/ST-MEM recipes do); "all" = every parameter, as fairseq's Adam with decoupled weight
+  decay does in ECG-FM's pretraining. Frozen parameters never change either way."""
+  if scope not in WEIGHT_DECAY_SCOPES:
+    raise ValueError(f"config.weight_decay_scope must be one of {WEIGHT_DECAY_SCOPES}, "
+                     f"got {scope!r}")
+  if scope == "all":
+    return jax.tree.map(lambda p: True, params)
   return jax.tree.map(lambda p: p.ndim >= 2, params)
 
 
@@ -49,8 +59,12 @@ def make_optimizer(config: ml_collections.ConfigDict, params: Any,
   parts = []
   if config.grad_clip_norm > 0:
     parts.append(optax.clip_by_global_norm(config.grad_clip_norm))
+  scope = config.get("weight_decay_scope", "matrices")
+  mask = weight_decay_mask(params, scope)  # raises on an unknown scope before any step
+  del mask
   parts.append(optax.adamw(schedule, b1=config.b1, b2=config.b2, eps=config.adam_eps,
-                           weight_decay=config.weight_decay, mask=_weight_decay_mask))
+                           weight_decay=config.weight_decay,
+                           mask=lambda p: weight_decay_mask(p, scope)))
   tx = optax.chain(*parts)
   if frozen_patterns:
     labels = _frozen_labels(params, frozen_patterns)

@@ -89,6 +89,22 @@ def _read_exams(path: str) -> dict[int, tuple[str, np.ndarray]]:
   return out
 
 
+def _part_ids(h5py: Any, f: str) -> np.ndarray:
+  """exam_id of one part file; ValueError naming the file if it cannot be used."""
+  try:
+    with h5py.File(f, "r") as h:
+      if "tracings" not in h or "exam_id" not in h:
+        raise ValueError(f"{f} lacks the 'tracings' or 'exam_id' dataset")
+      ids = np.asarray(h["exam_id"][:]).astype(np.int64).reshape(-1)
+      shape = h["tracings"].shape
+  except (OSError, KeyError, TypeError) as e:
+    raise ValueError(f"cannot open {f} as HDF5: {e}") from None
+  if len(shape) != 3 or shape[0] != len(ids) or shape[2] != 12:
+    raise ValueError(f"{f}: tracings of shape {shape} do not match {len(ids)} exam ids x "
+                     "samples x 12 leads")
+  return ids
+
+
 class Code15Source(sources.Source):
   """CODE-15% exams from one or several HDF5 files, trimmed of zero padding."""
 
@@ -102,23 +118,25 @@ class Code15Source(sources.Source):
     self.scale = float(scale)
     self.files = _list_files(self.path)
     file_idx, rows, exam_ids = [], [], []
-    for k, f in enumerate(self.files):
+    good_files, self.skipped_files = [], []
+    for f in self.files:
       try:
-        with h5py.File(f, "r") as h:
-          if "tracings" not in h or "exam_id" not in h:
-            raise ValueError(f"code15: {f} lacks the 'tracings' or 'exam_id' dataset")
-          ids = np.asarray(h["exam_id"][:]).astype(np.int64).reshape(-1)
-          shape = h["tracings"].shape
-      except OSError as e:
-        raise ValueError(f"code15: cannot open {f} as HDF5: {e}") from None
-      if len(shape) != 3 or shape[0] != len(ids) or shape[2] != 12:
-        raise ValueError(
-            f"code15: {f}: tracings of shape {shape} do not match {len(ids)} "
-            "exam ids x samples x 12 leads")
+        ids = _part_ids(h5py, f)
+      except ValueError as e:
+        # One unreadable part (truncated download, wrong file) costs its exams, not the rest.
+        logging.warning("code15: skipping %s", e)
+        self.skipped_files.append((f, str(e)))
+        continue
+      k = len(good_files)
+      good_files.append(f)
       keep = np.flatnonzero(ids != 0)  # exam_id 0 marks filler rows.
       file_idx.append(np.full(len(keep), k, np.int64))
       rows.append(keep)
       exam_ids.append(ids[keep])
+    if not good_files:
+      raise ValueError("code15: no readable part: " + "; ".join(
+          why for _, why in self.skipped_files))
+    self.files = good_files
     self._file = np.concatenate(file_idx)
     self._row = np.concatenate(rows)
     ids = np.concatenate(exam_ids)

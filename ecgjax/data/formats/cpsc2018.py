@@ -19,6 +19,7 @@ from __future__ import annotations
 import csv
 import os
 
+from absl import logging
 import numpy as np
 import scipy.io
 
@@ -40,6 +41,40 @@ def _list_mat(root: str) -> list[str]:
     out += [("" if rel == "." else rel + "/") + f[:-4]
             for f in sorted(filenames) if f.lower().endswith(".mat")]
   return out
+
+
+_LAYOUT_HINT = ("PhysioNet/CinC 2020-2021 .mat files ('val') come with .hea headers: open them "
+                "as wfdb:DIR; CPSC 2019 ('ecg' / R-peak files) and annotation .mat files are not "
+                "12-lead recordings of this layout")
+
+
+def mat_variables(path: str) -> list[str] | None:
+  """Names of the variables in a MATLAB file (header only, no data read); None if unreadable."""
+  try:
+    return [name for name, _, _ in scipy.io.whosmat(path)]
+  except Exception:  # pylint: disable=broad-except  # scipy raises many types
+    return None
+
+
+def _split_layouts(root: str, ids: list[str]) -> tuple[list[str], list[tuple[str, list[str]]]]:
+  """(CPSC 2018 record ids, [(id, variables)] of readable .mat files of another layout).
+
+  A file that cannot even be listed stays a record: reading it then reports it as a bad
+  CPSC 2018 record (truncated or corrupt), counted like any other."""
+  keep, others = [], []
+  for rid in ids:
+    names = mat_variables(os.path.join(root, rid + ".mat"))
+    if names is None or "ECG" in names:
+      keep.append(rid)
+    else:
+      others.append((rid, names))
+  return keep, others
+
+
+def _describe_others(others: list[tuple[str, list[str]]]) -> str:
+  shown = "; ".join(f"{rid}.mat holds {', '.join(names) or 'no variables'}"
+                    for rid, names in others[:3])
+  return shown + (f"; ... {len(others) - 3} more" if len(others) > 3 else "")
 
 
 def _read_reference(path: str, ids: list[str]) -> np.ndarray:
@@ -87,6 +122,14 @@ class Cpsc2018Source(sources.Source):
     ids = _list_mat(self.root)
     if not ids:
       raise ValueError(f"cpsc2018: no .mat files under {self.root}")
+    ids, others = _split_layouts(self.root, ids)
+    if not ids:
+      raise ValueError(f"cpsc2018: no .mat file under {self.root} holds CPSC 2018's struct "
+                       f"'ECG' ({_describe_others(others)}). {_LAYOUT_HINT}")
+    if others:
+      logging.warning("cpsc2018: %d .mat file(s) under %s are not CPSC 2018 recordings and are "
+                      "left out: %s", len(others), self.root, _describe_others(others))
+    self.other_files = tuple(rid for rid, _ in others)
     self._record_id = np.array(ids)
     default_ref = os.path.join(self.root, _REFERENCE)
     if reference is None and os.path.isfile(default_ref):
@@ -147,17 +190,20 @@ class Cpsc2018Source(sources.Source):
 
 
 def detect(path: str) -> bool:
-  """A directory with .mat files and no .hea headers (those are WFDB records)."""
+  """A directory with .mat files, no .hea headers (those are WFDB records), and CPSC 2018's
+  struct 'ECG' in one of its first .mat files (CPSC 2019 and annotation files lack it)."""
   if not os.path.isdir(path):
     return False
-  has_mat = False
-  for _, _, filenames in os.walk(path):
-    for f in filenames:
+  mats = []
+  for dirpath, dirnames, filenames in os.walk(path):
+    dirnames.sort()
+    for f in sorted(filenames):
       low = f.lower()
       if low.endswith(".hea"):
         return False
-      has_mat = has_mat or low.endswith(".mat")
-  return has_mat
+      if low.endswith(".mat") and len(mats) < 3:
+        mats.append(os.path.join(dirpath, f))
+  return any("ECG" in (mat_variables(m) or ()) for m in mats)
 
 
 @specs.register_format(

@@ -61,8 +61,10 @@ DTYPES = ("float16", "float32")
 # Open shard maps per process: each np.memmap holds a file descriptor, and a
 # 10 M-record corpus has thousands of shards (the usual limit is 1024 fds).
 _MAX_OPEN_SHARDS = 64
-# Contract fields applied online (after the crop): prepared data may differ in these.
-ONLINE_KEYS = ("samples", "standardize")
+# Contract fields applied online (after the crop): prepared data may differ in these, unless
+# the contract standardises the whole record (standardize_scope "record"), which is offline.
+ONLINE_KEYS = ("samples", "views")
+WINDOW_STANDARDIZE_KEYS = ("standardize", "standardize_eps")
 
 
 class PreparedMismatchError(ValueError):
@@ -97,8 +99,23 @@ def read_meta(path: str) -> dict[str, Any]:
     raise FileNotFoundError(
         f"prepared: {path} has no {META_FILE}; make one with "
         "`python -m ecgjax.data prepare SPEC OUT`")
-  with open(meta_path) as f:
-    meta = json.load(f)
+  try:
+    with open(meta_path) as f:
+      meta = json.load(f)
+  except (json.JSONDecodeError, UnicodeDecodeError) as e:
+    # Without meta.json neither the records nor the contract they were prepared with are
+    # known, so nothing can be skipped around it: the whole directory is unreadable.
+    raise ValueError(f"prepared: {meta_path} is corrupt ({e}); the directory cannot be read "
+                     "without it: prepare the data again") from None
+  except OSError as e:
+    raise ValueError(f"prepared: cannot read {meta_path}: {e}") from None
+  if not isinstance(meta, dict):
+    raise ValueError(f"prepared: {meta_path} is corrupt (not a JSON object)")
+  missing = [k for k in ("format", "format_version", "preprocessing", "label_names", "dtype",
+                         "counts", "shards") if k not in meta]
+  if meta.get("format") == FORMAT_TAG and missing:
+    raise ValueError(f"prepared: {meta_path} is corrupt: it lacks {', '.join(missing)}; "
+                     "prepare the data again")
   if meta.get("format") != FORMAT_TAG:
     raise ValueError(f"{meta_path} is not ecgjax prepared data "
                      f"(format {meta.get('format')!r})")
@@ -123,14 +140,17 @@ def prepared_mismatch(prepared: Mapping[str, Any],
                       preprocessing: transforms.Preprocessing) -> list[str]:
   """Contract keys in which `preprocessing` differs from what `prepared` applied.
 
-  samples and standardize never differ (they run online); leads differ only
+  samples and views never differ (they run online), nor does a window-scope
+  standardize; leads differ only
   when the contract asks for a lead the prepared data do not hold (a subset or
   another order is a free reorder, as every offline step works lead by lead).
   """
   done = transforms.Preprocessing.from_dict(prepared).to_dict()
   want = preprocessing.to_dict()
-  diff = [k for k in want if k not in ONLINE_KEYS + ("leads",)
-          and done.get(k) != want[k]]
+  online = ONLINE_KEYS + ("leads",)
+  if want["standardize_scope"] == done["standardize_scope"] == "window":
+    online += WINDOW_STANDARDIZE_KEYS
+  diff = [k for k in want if k not in online and done.get(k) != want[k]]
   if not set(want["leads"]) <= set(done["leads"]):
     diff.append("leads")
   return sorted(diff)
@@ -212,7 +232,12 @@ class PreparedSource(sources.Source):
 
   def _rows(self) -> np.ndarray:
     if self._index is None:
-      self._index = np.load(os.path.join(self.path, INDEX_FILE), mmap_mode="r")
+      index_path = os.path.join(self.path, INDEX_FILE)
+      try:
+        self._index = np.load(index_path, mmap_mode="r")
+      except (OSError, ValueError, EOFError) as e:
+        raise ValueError(f"prepared: cannot read {index_path} ({e}); the records are unknown "
+                         "without it: prepare the data again") from None
       if len(self._index) != self._n:
         raise ValueError(f"{self.path}: {INDEX_FILE} has {len(self._index)} "
                          f"rows, meta.json says {self._n} records")
@@ -227,10 +252,17 @@ class PreparedSource(sources.Source):
     return self._labels
 
   def _shard(self, number: int) -> np.ndarray:
+    """The memory map of shard `number`; OSError/ValueError naming the file if unreadable."""
     arr = self._shards.get(number)
     if arr is None:
-      arr = np.load(os.path.join(self.path, self._shard_files[number]),
-                    mmap_mode="r")
+      path = os.path.join(self.path, self._shard_files[number])
+      try:
+        arr = np.load(path, mmap_mode="r")
+      except FileNotFoundError:
+        raise OSError(f"missing shard {path}") from None
+      except (OSError, ValueError, EOFError) as e:
+        # A truncated file: numpy cannot map more bytes than its header promises.
+        raise OSError(f"unreadable shard {path} (truncated or corrupt: {e})") from None
       self._shards[number] = arr
       if len(self._shards) > _MAX_OPEN_SHARDS:
         self._shards.popitem(last=False)
@@ -239,13 +271,27 @@ class PreparedSource(sources.Source):
     return arr
 
   def signal(self, index: int) -> tuple[np.ndarray, np.ndarray]:
-    """(stored samples (leads, length) in the file's dtype, lead_mask float32)."""
+    """(stored samples (leads, length) in the file's dtype, lead_mask float32).
+
+    Raises BadRecordError naming the shard when it is missing, truncated or too short for
+    this record (the other shards' records still read)."""
     row = self._rows()[self._check_index(index)]
     n_leads, length = len(self.leads), int(row["length"])
     start = int(row["start"]) * n_leads
-    flat = self._shard(int(row["shard"]))[start:start + n_leads * length]
-    return (np.asarray(flat).reshape(n_leads, length),
-            row["lead_mask"].astype(np.float32))
+    shard = int(row["shard"])
+    rid = str(row["record_id"])
+    if not 0 <= shard < len(self._shard_files):
+      raise sources.BadRecordError(rid, f"{self.path}/{INDEX_FILE} names shard {shard}, but "
+                                   f"{META_FILE} lists {len(self._shard_files)}")
+    try:
+      flat = np.asarray(self._shard(shard)[start:start + n_leads * length])
+    except OSError as e:
+      raise sources.BadRecordError(rid, str(e)) from None
+    if flat.size != n_leads * length:
+      raise sources.BadRecordError(
+          rid, f"shard {os.path.join(self.path, self._shard_files[shard])} holds "
+          f"{flat.size} of this record's {n_leads * length} samples (truncated)")
+    return flat.reshape(n_leads, length), row["lead_mask"].astype(np.float32)
 
   def __getitem__(self, index: int) -> sources.Record:
     index = self._check_index(index)

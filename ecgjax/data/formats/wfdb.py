@@ -4,7 +4,14 @@ DIR is searched recursively for `.hea` files (sorted by relative path) once at
 open; each header is read when its record is. Signals come from `.dat` files
 (formats 16, 212, ... see `wfdb_io`) or challenge-style `.mat` files (`val`).
 Records are returned in the 12-lead canonical order: absent leads are zeros
-with lead_mask 0, channels that are not ECG leads are left out.
+with lead_mask 0. Channels that are not ECG leads (ABP in mmHg, PLETH in NU,
+RESP, ... as MIMIC and PhysioNet/CinC records mix them in) are left out and
+listed once in the log; only lead channels need voltage units and valid
+samples. A channel name that is neither a known lead nor a known non-lead
+signal is left out with a warning naming it, since it may be a lead spelt in a
+way ecgjax does not know. Multi-segment records, skewed signals, several
+samples per frame and formats 8, 310, 311, 508, 516, 524 are bad records
+naming the record and the feature; the rest of the folder reads.
 
 record_id   path relative to DIR without ".hea" ("g1/A0001", "files/p1000/...")
 patient_id  the subject of a MIMIC-IV-ECG path (files/pNNNN/pXXXXXXXX/sYYYYYYYY/,
@@ -15,7 +22,7 @@ labels      dx: multi-hot over SNOMED codes of `# Dx:` comments (PhysioNet/CinC
             2020-2021); label_names = the sorted union of codes over all headers
             (numeric order), so every header is read at open (progress bar).
             none: no labels, no header read at open. auto (default): dx when
-            the first record's header has a `# Dx:` line, else none.
+            any header has a `# Dx:` line (every header is read), else none.
 fs          only for headers that omit their rate (WFDB's implicit 250 Hz is
             never assumed); a rate written in a header always wins.
 """
@@ -101,15 +108,10 @@ class WfdbSource(sources.Source):
     self._patient_id: np.ndarray | None = None
     if all(path_pids):
       self._patient_id = self._path_pid.copy()
-    if labels == "auto":
-      try:
-        first = wfdb_io.read_header(self._hea(0))
-        labels = "dx" if "dx" in first.info() else "none"
-      except wfdb_io.WfdbError:
-        labels = "none"
+    self._warned: set[str] = set()  # channel names already reported in this process
     self.label_mode = labels
     self._labels = np.zeros((len(ids), 0), np.float32)
-    if labels == "dx":
+    if labels in ("dx", "auto"):
       self._scan_headers(with_labels=True)
 
   def _hea(self, i: int) -> str:
@@ -146,6 +148,12 @@ class WfdbSource(sources.Source):
       return
     codes = [dx_codes(h) if h is not None else () for h in headers]
     names = sorted({c for cs in codes for c in cs}, key=_code_key)
+    if self.label_mode == "auto":
+      # Decided from every header, not the first: a folder whose first record lacks a
+      # '# Dx:' line but whose others have one is labelled.
+      self.label_mode = "dx" if names else "none"
+      if not names:
+        return
     if not names:
       raise ValueError(
           f"wfdb: labels=dx but no header under {self.root} has a '# Dx:' line")
@@ -172,8 +180,14 @@ class WfdbSource(sources.Source):
       if fs is None:
         raise wfdb_io.WfdbError(
             f"{hea} gives no sampling rate; pass ?fs=<Hz> for such headers")
-      signal = wfdb_io.read_signals(header, self.checksum)
-      signal, mask = wfdb_io.to_leads(signal, header.lead_names, self.leads, hea)
+      names = header.lead_names
+      rows, known, unknown = wfdb_io.classify_channels(names)
+      self._report_channels(hea, known, unknown)
+      if not rows:
+        raise wfdb_io.WfdbError(
+            f"{hea}: no standard ECG lead names among channels {list(names)}")
+      signal = wfdb_io.read_signals(header, self.checksum, rows)
+      signal, mask = wfdb_io.to_leads(signal, [names[r] for r in rows], self.leads, hea)
     except wfdb_io.WfdbError as e:
       raise sources.BadRecordError(rid, str(e)) from None
     labels = np.zeros(len(self.label_names), np.float32)
@@ -183,6 +197,21 @@ class WfdbSource(sources.Source):
           labels[self._index[c]] = 1.0
     return sources.make_record(signal, fs, self.leads, rid, self._patient(i, header),
                                labels, 0, lead_mask=mask)
+
+  def _report_channels(self, hea: str, known: list[str], unknown: list[str]) -> None:
+    """Logs once per process which channels are left out: known non-leads as info, names
+    that are not recognised at all as a warning naming them."""
+    new_unknown = [n for n in unknown if f"?{n}" not in self._warned]
+    if new_unknown:
+      logging.warning("wfdb: %s: channel(s) %s are not recognised ECG lead names and are left "
+                      "out (a lead spelt another way? rename it in the header)", hea,
+                      ", ".join(repr(n) for n in new_unknown))
+      self._warned.update(f"?{n}" for n in new_unknown)
+    key = ",".join(known)
+    if known and key not in self._warned:
+      logging.info("wfdb: %s: non-lead channel(s) %s left out (only ECG leads are read)",
+                   hea, ", ".join(known))
+      self._warned.add(key)
 
   def metadata(self) -> dict[str, np.ndarray]:
     if self._patient_id is None:

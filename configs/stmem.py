@@ -73,6 +73,10 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   c.keep_checkpoints = 3
   c.vis_every_steps = 5000        # MAE reconstruction picture in WORKDIR/plots (0 = off)
   c.export_at_end = True          # WORKDIR/export for finetune/ scripts
+  # Continue pretraining a published model: its WHOLE pretraining model (ST-MEM's MAE, ECG-FM's
+  # wav2vec 2.0 heads) from a PyTorch checkpoint, every key accounted for (init_from_report.json).
+  c.init_from = ""                # path of the .pth / .pt; "" = random init
+  c.init_from_format = ""         # st-mem | ecg-fm; "" = read off the checkpoint's keys
 
   if arg.corpus == "ptbxl250":
     # Already 0.5-40 Hz band-passed and z-scored per lead before it was resampled to 250 Hz.

@@ -356,8 +356,9 @@ class ECGFM(nn.Module):
 
   def __init__(self, leads: int = 12, width: int = 64, depth: int = 2, heads: int = 2,
                ffn: int = 128, channels: int = 32, pos_kernel: int = 16, pos_groups: int = 4,
-               spelling: str = "parametrizations", final_dim: int = 32):
+               spelling: str = "parametrizations", final_dim: int = 32, latent_vars: int = 8):
     super().__init__()
+    self.latent_groups, self.latent_vars = 2, latent_vars
     self.feature_extractor = _FeatureExtractor(leads, channels)
     self.layer_norm = nn.LayerNorm(channels)
     self.post_extract_proj = nn.Linear(channels, width)
@@ -365,8 +366,8 @@ class ECGFM(nn.Module):
     self.encoder = _Transformer(width, depth, heads, ffn)
     self.mask_emb = nn.Parameter(torch.rand(width))
     self.quantizer = nn.Module()
-    self.quantizer.vars = nn.Parameter(torch.rand(1, 2 * 8, final_dim // 2))
-    self.quantizer.weight_proj = nn.Linear(channels, 2 * 8)
+    self.quantizer.vars = nn.Parameter(torch.rand(1, 2 * latent_vars, final_dim // 2))
+    self.quantizer.weight_proj = nn.Linear(channels, 2 * latent_vars)
     self.project_q, self.final_proj = nn.Linear(final_dim, final_dim), nn.Linear(width, final_dim)
 
   def forward(self, x):
@@ -374,3 +375,41 @@ class ECGFM(nn.Module):
     h = self.post_extract_proj(feats)
     h = self.encoder(h + self.conv_pos(h))
     return h.mean(1), h
+
+
+def wav2vec2_loss(net: ECGFM, x, mask, negs, codes, logit_temp: float = 0.1,
+                  diversity_weight: float = 0.1, feature_pen_weight: float = 10.0):
+  """The wav2vec 2.0 pretraining loss of `net` written from SPEC section 2 (no dropout), given
+  the span masks (B, T) bool, the distractor frames (B, T, N) and the quantiser's codes
+  (B, T, G) (the Gumbel draw): (loss, contrastive, diversity, feature penalty)."""
+  raw = net.feature_extractor(x).transpose(1, 2)  # (B, T, C) raw CNN features
+  feats = net.layer_norm(raw)
+  h = net.post_extract_proj(feats)
+  h = torch.where(mask[..., None], net.mask_emb.expand_as(h), h)
+  h = net.encoder(h + net.conv_pos(h))
+  b, t, _ = feats.shape
+  g, v = net.latent_groups, net.latent_vars
+  logits_q = net.quantizer.weight_proj(feats).view(b, t, g, v)
+  book = net.quantizer.vars.view(g, v, -1)
+  one_hot = torch.nn.functional.one_hot(codes.long(), v).float()  # (B, T, G, V)
+  q = torch.einsum("btgv,gvd->btgd", one_hot, book).reshape(b, t, -1)
+  targets = net.project_q(q)
+  preds = net.final_proj(h)
+  norm = lambda a: a / a.norm(dim=-1, keepdim=True).clamp_min(1e-8)  # noqa: E731
+  sim = norm(preds) @ norm(targets).transpose(1, 2)  # (B, T, T)
+  pos = torch.diagonal(sim, dim1=1, dim2=2)[..., None]
+  neg = torch.gather(sim, 2, negs.long())
+  neg_codes = torch.stack([codes[i][negs[i].long()] for i in range(b)])  # (B, T, N, G)
+  same = (neg_codes == codes[:, :, None, :]).all(-1)
+  neg = neg.masked_fill(same, float("-inf"))
+  logits = torch.cat([pos, neg], -1) / logit_temp
+  w = mask.float()
+  nll = -torch.log_softmax(logits, -1)[..., 0]
+  contrastive = (nll * w).sum() / w.sum()
+  soft = torch.softmax(logits_q, -1)
+  avg = (soft * w[..., None, None]).sum((0, 1)) / w.sum()
+  ppl = torch.exp(-(avg * torch.log(avg + 1e-7)).sum(-1)).sum()
+  diversity = (g * v - ppl) / (g * v)
+  pen = raw.pow(2).mean()
+  loss = contrastive + diversity_weight * diversity + feature_pen_weight * pen
+  return loss, contrastive, diversity, pen

@@ -167,3 +167,34 @@ def _cfg_problems(cfg: Mapping[str, Any]) -> list[str]:
       problems.append(f"cfg.model.conv_feature_layers is {layers!r}; the model's feature "
                       "extractor has kernel 2, stride 2 in every block")
   return problems
+
+
+def read_pretraining_model(state: Mapping[str, Any], meta: Mapping[str, Any] | None = None
+                           ) -> tuple[Params, state_lib.StateReader, dict[str, int], list[str]]:
+  """The WHOLE wav2vec 2.0 pretraining model of a fairseq-signals checkpoint, as ecgjax ECGFM
+  params: the encoder (with mask_emb), the quantiser (vars, weight_proj), project_q and
+  final_proj; None where a key is missing. Returns (params, reader, architecture fields
+  including latent_groups / latent_vars / final_dim, config problems). Never raises on keys."""
+  enc, r, _, fields, problems = read_encoder(state, meta)
+  prefix = state_lib.find_prefix(state, ANCHOR) or ""
+  if prefix:
+    problems.append(f"the checkpoint nests the encoder under {prefix!r} (a fine-tuned model): "
+                    "it has no pretraining heads to continue from")
+  r.state = dict(state)  # the pretraining heads sit beside the encoder keys
+  enc["mask_emb"] = r.get("mask_emb")
+  params: Params = {
+      "encoder": enc,
+      "quantizer": {"vars": r.get("quantizer.vars"),
+                    "weight_proj": r.linear("quantizer.weight_proj")},
+      "project_q": r.linear("project_q"),
+      "final_proj": r.linear("final_proj"),
+  }
+  cfg = _model_cfg(meta)
+  book = state.get("quantizer.vars")
+  groups = cfg.get("latent_groups") if isinstance(cfg.get("latent_groups"), int) else 2
+  if book is not None and np.ndim(book) == 3:
+    fields["latent_groups"] = int(groups)
+    fields["latent_vars"] = int(np.shape(book)[1]) // int(groups)
+  if (proj := state.get("project_q.weight")) is not None and np.ndim(proj) == 2:
+    fields["final_dim"] = int(np.shape(proj)[0])
+  return params, r, fields, problems

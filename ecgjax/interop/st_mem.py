@@ -110,6 +110,26 @@ def read_encoder(state: Mapping[str, Any]
   return params, r, dropped, fields
 
 
+def read_full_model(state: Mapping[str, Any]) -> tuple[Params, state_lib.StateReader]:
+  """STMEM (encoder + MAE decoder + mask token) params of a full-model state dict, None where
+  a key is missing, and the reader that knows which keys were used. Never raises on content
+  (the shared patch embedding registered twice must be one tensor, or ValueError)."""
+  r = _Reader(state)
+  _check_alias(r)
+  dec_depth = state_lib.count_indexed(state, r"decoder_blocks\.(\d+)\.")
+  params = {
+      "encoder": _encoder(r, "encoder."),
+      "decoder_embed": r.linear("to_decoder_embedding"),
+      "mask_embedding": r.squeezed("mask_embedding", 1),
+      "decoder_pos_embedding": r.squeezed("decoder_pos_embed", 2),
+      "decoder_norm": r.norm("decoder_norm"),
+      "decoder_head": r.linear("decoder_head"),
+  }
+  for i in range(dec_depth):
+    params[f"decoder_block_{i}"] = r.block(f"decoder_blocks.{i}")
+  return params, r
+
+
 def params_from_torch_state_dict(state: Mapping[str, Any], *, full_model: bool,
                                  template: Any = None,
                                  ignore: Sequence[str] = ()) -> Params:
@@ -122,21 +142,10 @@ def params_from_torch_state_dict(state: Mapping[str, Any], *, full_model: bool,
   Raises ValueError listing every missing and unexpected key.
   """
   state = {k: v for k, v in state.items() if not any(re.search(p, k) for p in ignore)}
-  r = _Reader(state)
   if full_model:
-    _check_alias(r)
-    dec_depth = state_lib.count_indexed(state, r"decoder_blocks\.(\d+)\.")
-    params = {
-        "encoder": _encoder(r, "encoder."),
-        "decoder_embed": r.linear("to_decoder_embedding"),
-        "mask_embedding": r.squeezed("mask_embedding", 1),
-        "decoder_pos_embedding": r.squeezed("decoder_pos_embed", 2),
-        "decoder_norm": r.norm("decoder_norm"),
-        "decoder_head": r.linear("decoder_head"),
-    }
-    for i in range(dec_depth):
-      params[f"decoder_block_{i}"] = r.block(f"decoder_blocks.{i}")
+    params, r = read_full_model(state)
   else:
+    r = _Reader(state)
     params = _encoder(r, "")
   unexpected = sorted(set(state) - r.used)
   if r.missing or unexpected:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import os
 from typing import Any
 
@@ -31,7 +32,9 @@ class MaskedAutoencoder(base.Objective):
   frozen_patterns = st_mem.FROZEN_IN_PRETRAINING
 
   def __init__(self, variant: str, *, leads: tuple[str, ...], samples: int,
-               mask_ratio: float = 0.75, dtype: str = "float32", fs: float = 250.0):
+               mask_ratio: float = 0.75, dtype: str = "float32", fs: float = 250.0,
+               model_overrides: dict[str, Any] | None = None):
+    """model_overrides: STMEM fields beyond the variant (e.g. a checkpoint's sizes)."""
     self.variant = variant
     self.fs = fs
     self.leads = tuple(leads)
@@ -39,7 +42,12 @@ class MaskedAutoencoder(base.Objective):
     self.lead_idx = np.asarray(leads_lib.lead_indices(self.leads), np.int32)
     self.overrides = {"seq_len": int(samples)}
     self.model = models.build_model("st_mem", variant, mask_ratio=mask_ratio,
-                                    dtype=compute_dtype(dtype), **self.overrides)
+                                    dtype=compute_dtype(dtype), **self.overrides,
+                                    **(model_overrides or {}))
+    # The export's encoder is rebuilt from the variant: carry the encoder's own overrides.
+    encoder_fields = {f.name for f in dataclasses.fields(st_mem.STMEMEncoder)}
+    self.overrides.update({k: v for k, v in (model_overrides or {}).items()
+                           if k in encoder_fields})
 
   def _noise_shape(self, x: jax.Array) -> tuple[int, ...]:
     return x.shape[:2] + (self.model.num_patches,)

@@ -148,7 +148,9 @@ def wav2vec2_terms(preds: jax.Array, targets: jax.Array, codes: jax.Array,
 class Wav2Vec2(base.Objective):
   """ECG-FM pretraining: contrastive + codebook diversity + feature penalty."""
 
-  def __init__(self, variant: str, *, samples: int, dtype: str = "float32", **options: Any):
+  def __init__(self, variant: str, *, samples: int, dtype: str = "float32",
+               model_overrides: dict[str, Any] | None = None, **options: Any):
+    """model_overrides: ECGFM fields beyond the variant (sizes, dropouts), e.g. for tests."""
     unknown = set(options) - set(DEFAULTS)
     if unknown:
       raise ValueError(f"unknown wav2vec2 options {sorted(unknown)}; known: {sorted(DEFAULTS)}")
@@ -165,7 +167,8 @@ class Wav2Vec2(base.Objective):
     if self.frames <= self.opts["mask_length"]:
       raise ValueError(f"{samples} samples give {self.frames} frames, too few for spans of "
                        f"{self.opts['mask_length']}")
-    self.model = models.build_model("ecg_fm", variant, dtype=compute_dtype(dtype))
+    self.model = models.build_model("ecg_fm", variant, dtype=compute_dtype(dtype),
+                                    **(model_overrides or {}))
     self.num_vars = self.model.latent_groups * self.model.latent_vars
 
   def masks(self, rng: jax.Array, index: jax.Array | None, batch_size: int) -> jax.Array:
@@ -209,18 +212,26 @@ class Wav2Vec2(base.Objective):
       kept = jnp.ones(x.shape[:2], x.dtype) if lead_mask is None else lead_mask
     return x, index, kept
 
-  def loss(self, params, collections, batch, rng, step):
-    """wav2vec 2.0 CE (positive at index 0) + diversity + feature penalty (+ CMSC)."""
+  def draws(self, batch: base.Batch, rng: jax.Array, step: jax.Array | int) -> dict[str, Any]:
+    """Everything random in one loss evaluation, from `rng`: the segments (x, index, kept),
+    the span masks, the distractor frames, the Gumbel temperature and the rngs of dropout
+    and of the Gumbel noise. `loss` uses exactly these (a reference can replay them)."""
     o = self.opts
     mask_rng, neg_rng, drop_rng, gumbel_rng, view_rng = jax.random.split(rng, 5)
     x, index, kept = self.segments(batch, view_rng)
     mask = self.masks(mask_rng, index, x.shape[0])
-    tau = gumbel_temperature(jnp.asarray(step), *o["gumbel_temperature"])
-    out = self.model.apply({"params": params}, x, mask, tau, train=True,
-                           rngs={"dropout": drop_rng, "gumbel": gumbel_rng})
-
     keys = jax.vmap(lambda i: jax.random.fold_in(neg_rng, i))(index)
     negs = jax.vmap(lambda k, m: sample_negatives(k, m, o["num_negatives"]))(keys, mask)
+    tau = gumbel_temperature(jnp.asarray(step), *o["gumbel_temperature"])
+    return {"x": x, "index": index, "kept": kept, "mask": mask, "negs": negs, "tau": tau,
+            "rngs": {"dropout": drop_rng, "gumbel": gumbel_rng}}
+
+  def loss(self, params, collections, batch, rng, step):
+    """wav2vec 2.0 CE (positive at index 0) + diversity + feature penalty (+ CMSC)."""
+    o = self.opts
+    d = self.draws(batch, rng, step)
+    mask, negs, tau, kept = d["mask"], d["negs"], d["tau"], d["kept"]
+    out = self.model.apply({"params": params}, d["x"], mask, tau, train=True, rngs=d["rngs"])
     loss, terms, metrics = wav2vec2_terms(
         out["preds"], out["targets"], out["codes"], out["code_logits"], out["features"], mask,
         negs, logit_temp=o["logit_temp"], diversity_weight=o["diversity_weight"],

@@ -119,8 +119,12 @@ def train(config: ml_collections.ConfigDict, workdir: str, *,
   start = checkpointer.latest_step()
   if start is None:
     state = training.init()
+    if config.get("init_from"):
+      state = _init_from(config, training, state, workdir)
     start = 0
   else:
+    if config.get("init_from"):
+      logging.info("resuming: config.init_from=%s is not read again", config.init_from)
     logging.info("resuming from checkpoint %d in %s", start, checkpointer.directory)
     state = checkpointer.restore(
         start, ckpt_lib.abstract_like(training.abstract_state, training.shardings), data_iter)
@@ -181,6 +185,24 @@ def train(config: ml_collections.ConfigDict, workdir: str, *,
   finally:
     sigterm.restore()
     checkpointer.close()
+
+
+def _init_from(config: ml_collections.ConfigDict, training: Any, state: dict[str, Any],
+               workdir: str) -> dict[str, Any]:
+  """The fresh state with the whole pretraining model of config.init_from (every key
+  accounted for; the report goes to WORKDIR/init_from_report.json)."""
+  from ecgjax.interop import pretraining  # pylint: disable=g-import-not-at-top
+  params, report = pretraining.load(config.init_from, config.get("init_from_format", ""),
+                                    training.abstract_state["params"], config.objective)
+  if jax.process_index() == 0:
+    pretraining.save_report(report, workdir)
+  logging.info("config.init_from: %s", report.summary())
+  # Every process read the same file: each builds its own shards of each global array.
+  params = jax.tree.map(
+      lambda v, t, sh: jax.make_array_from_callback(
+          t.shape, sh, lambda idx, a=np.asarray(v, t.dtype): a[idx]),
+      params, training.abstract_state["params"], training.shardings["params"])
+  return training.with_params(state, params)
 
 
 def _example_records(source, preprocessing, n: int) -> dict[str, np.ndarray]:

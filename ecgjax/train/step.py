@@ -154,6 +154,9 @@ class Training:
   shardings: Any                          # NamedShardings of the train state
   init: Callable[[], State]               # fresh state, created already sharded
   train_step: Callable[[State, Batch], tuple[State, dict]]
+  # (fresh state, params) -> the state with those params and a fresh optimizer state for them
+  # (continue pretraining from imported weights); donates the state.
+  with_params: Callable[[State, PyTree], State]
 
 
 def build_training(config: ml_collections.ConfigDict, objective: Objective, mesh: Mesh,
@@ -174,6 +177,9 @@ def build_training(config: ml_collections.ConfigDict, objective: Objective, mesh
       donate_argnums=(0,),
       in_shardings=(shardings, mesh_lib.batch_sharding(mesh)),
       out_shardings=(shardings, mesh_lib.replicated(mesh)))
+  with_params = jax.jit(lambda state, p: {**state, "params": p, "opt_state": tx.init(p)},
+                        donate_argnums=(0,), in_shardings=(shardings, shardings["params"]),
+                        out_shardings=shardings)
   return Training(tx, schedule, optim.count_params(abstract_params, objective.frozen_patterns),
                   abstract_state, shardings, jax.jit(init_fn, out_shardings=shardings),
-                  train_step)
+                  train_step, with_params)

@@ -6,6 +6,8 @@
 Rerunning the same command in the same workdir resumes from the newest checkpoint.
 """
 
+import sys
+
 from absl import app
 
 from ecgjax import launch
@@ -17,9 +19,15 @@ FLAGS = launch.define_flags("configs/<name>.py[:args]",
 def main(argv):
   del argv
   # Imported here so grain's spawned workers, which re-import this file, stay light.
+  from ecgjax.interop import conversion, torch_io
   from ecgjax.train import loop
   launch.setup_process(FLAGS)
-  loop.train(FLAGS.config.value, FLAGS.workdir.value)
+  try:
+    loop.train(FLAGS.config.value, FLAGS.workdir.value)
+  except (conversion.ConversionError, torch_io.CheckpointError) as e:
+    # config.init_from that does not fit: the full key report, no traceback.
+    print(f"error: config.init_from: {e}", file=sys.stderr)
+    sys.exit(2)
 
 
 if __name__ == "__main__":

@@ -1,7 +1,5 @@
 """The built-in synthetic 12-lead ECG data set."""
 
-import time
-
 import numpy as np
 import pytest
 from scipy import signal as sp_signal
@@ -119,16 +117,6 @@ def test_each_condition_is_linearly_separable():
     clf = LogisticRegression(C=0.05, max_iter=2000).fit(train, labels[:400, k])
     auc = roc_auc_score(labels[400:, k], clf.predict_proba(test)[:, 1])
     assert auc > 0.9, (name, auc)
-
-
-def test_generation_speed():
-  synthetic.generate_record(0, 0)
-  start = time.perf_counter()
-  for i in range(200):
-    synthetic.generate_record(0, i)
-  per_record = (time.perf_counter() - start) / 200
-  # Target < 2 ms on a free core; leave slack for loaded CI machines.
-  assert per_record < 0.01, f"{per_record * 1e3:.2f} ms per record"
 
 
 @pytest.mark.parametrize("fs", [100.0, 500.0])

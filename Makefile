@@ -21,7 +21,8 @@ $(VENV)/.installed: pyproject.toml constraints.txt
 	@# reference tests must never turn into silent skips there.
 	$(BIN)/python -m pip install -q -c constraints.txt "torch==2.13.0+cpu" || { \
 	  if [ "$$CI" = "true" ]; then \
-	    echo "error: torch 2.13.0+cpu could not be installed under CI; the weight-import tests need it" >&2; \
+	    echo "error: torch 2.13.0+cpu could not be installed under CI;" \
+	      "the weight-import tests need it" >&2; \
 	    exit 1; \
 	  fi; \
 	  echo "note: torch 2.13.0 CPU could not be installed; the weight-import tests will skip"; }

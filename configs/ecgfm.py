@@ -43,6 +43,7 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     c.input.bandpass = None
   c.input.standardize = "per_lead"
   c.input.standardize_scope = "record"  # fairseq-signals z-scores the whole record, then cuts
+  c.input.views = "segments"      # evaluation: every 5 s segment of a record, averaged
   c.input.resample_method = "linear"    # fairseq-signals' interpolation grid
 
   # Segments and random lead masking (RLM), shared by every recipe.

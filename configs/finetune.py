@@ -16,6 +16,7 @@ sum / nonzero-count pooling, BCE with balanced pos_weight, SPEC section 2).
 """
 
 import ml_collections
+from ml_collections.config_dict import placeholder
 
 from ecgjax.configs import parse_arg
 
@@ -77,13 +78,22 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   c.input.fs = arg.fs
   c.input.samples = int(round(10 * arg.fs))  # 10 s
   c.input.leads = tuple(LEADS_12.split(","))
-  c.input.bandpass = (0.67, 40.0)  # ECGFounder's Butterworth band, zero-phase
+  c.input.bandpass = (0.67, 40.0)  # the band ECGFounder uses, Butterworth, zero-phase
   c.input.filter_order = 4
   c.input.standardize = "per_lead"  # AnyECG-CCTA: per-lead z-score
   c.input.resample_method = "poly"
   c.input.notch = 50.0 if arg.fs > 100 else None  # mains notch (needs fs > 100)
   c.input.notch_q = 30.0
   c.input.baseline_window_s = 0.4  # running-median baseline removal
+  # How the reference pipelines differ (data/transforms.py Preprocessing; SPEC section 10). The
+  # defaults here are AnyECG-CCTA's; ECGFounder's exact pipeline: data.transforms.preset(
+  # "ecgfounder") = butter_ba, medfilt, record scope, eps 1e-8, head_s 10, linear_span.
+  c.input.bandpass_design = "cascade"  # cascade (high-pass then low-pass) | butter_ba (one b/a)
+  c.input.baseline_method = "reflect"  # reflect (mirrored edges) | medfilt (zero-padded)
+  c.input.standardize_scope = "window"  # window (after the crop) | record (before it)
+  c.input.standardize_eps = 0.0   # > 0: divide by std + eps
+  c.input.head_s = placeholder(float)  # keep only the first seconds; None: all
+  c.input.views = "crops"         # evaluation inputs: crops | segments
 
   # Splits: grouped stratified CV by patient, each fold's training side holding out a
   # validation part that picks the checkpoint; or the data's folds.

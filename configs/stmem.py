@@ -43,7 +43,7 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   # How the reference pipelines differ (data/transforms.py Preprocessing; SPEC section 10).
   c.input.notch = placeholder(float)  # mains notch in Hz (ECGFounder 50); None: off
   c.input.notch_q = 30.0
-  c.input.baseline_window_s = placeholder(float)  # running-median baseline (ECGFounder 0.4 s); None: off
+  c.input.baseline_window_s = placeholder(float)  # running median (ECGFounder 0.4 s); None: off
   c.input.bandpass_design = "cascade"  # cascade (ST-MEM) | butter_ba (ECGFounder: one b/a design)
   c.input.baseline_method = "reflect"  # reflect | medfilt (ECGFounder: zero-padded edges)
   c.input.standardize_scope = "window"  # window (after the crop) | record (ECG-FM: before it)

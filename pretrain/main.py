@@ -19,12 +19,13 @@ FLAGS = launch.define_flags("configs/<name>.py[:args]",
 def main(argv):
   del argv
   # Imported here so grain's spawned workers, which re-import this file, stay light.
-  from ecgjax.interop import conversion, torch_io
+  from ecgjax.interop import conversion, pretraining, torch_io
   from ecgjax.train import loop
   launch.setup_process(FLAGS)
   try:
     loop.train(FLAGS.config.value, FLAGS.workdir.value)
-  except (conversion.ConversionError, torch_io.CheckpointError) as e:
+  except (conversion.ConversionError, torch_io.CheckpointError,
+          pretraining.InitFromError) as e:
     # config.init_from that does not fit: the full key report, no traceback.
     print(f"error: config.init_from: {e}", file=sys.stderr)
     sys.exit(2)

@@ -178,3 +178,26 @@ def test_ecgfounder_end_to_end_on_raw_records(records, tmp_path):
   print(f"ECGFounder import end to end on {len(names)} raw records (100/500 Hz, 10-54 s): "
         f"rel err {err:.1e}")
   assert err < 1e-5
+
+
+def test_constant_lead_rule_and_any_rate(records):
+  # ECG-FM's 'zero' strategy: a flat lead becomes zeros, the others are z-scored as usual.
+  rec = dict(records["ptbxl500-0"])
+  x = np.array(rec["signal"], np.float32)
+  x[3] = 0.25
+  rec["signal"] = x
+  pp = data.transforms.preset("ecg_fm")
+  got = pp.views_of(pp.prepare(rec)[0])
+  want = ref.ecg_fm_segments(x, 500)
+  assert not got[:, 3].any() and not want[:, 3].any()
+  assert rel_err(got, want) < TOL
+  # Rates no PTB-XL/CPSC file has (257 Hz, 360 Hz): both presets still follow the reference.
+  for fs in (257.0, 360.0):
+    y = sps.resample(np.asarray(records["cpsc-A1980"]["signal"], np.float64)[:, :6000],
+                     int(6000 * fs / 500), axis=-1).astype(np.float32)
+    r = data.make_record(y, fs, data.LEADS_12, f"odd-{fs:g}")
+    fm = data.transforms.preset("ecg_fm")
+    assert rel_err(fm.views_of(fm.prepare(r)[0]), ref.ecg_fm_segments(y, fs)) < TOL
+    fo = data.transforms.preset("ecgfounder")
+    want = ref.ecgfounder_input(y, fs)
+    assert rel_err(fo(r)[:, :want.shape[-1]], want) < TOL

@@ -31,7 +31,8 @@ from ecgjax.data.filters import (
 from ecgjax.data.sources import BadRecordError, Record
 
 __all__ = [
-    "PRESETS", "Preprocessing", "STANDARDIZE_SCOPES", "VIEWS", "bandpass", "crop_or_pad", "crop_starts",
+    "PRESETS", "Preprocessing", "STANDARDIZE_SCOPES", "VIEWS", "bandpass", "crop_or_pad",
+    "crop_starts",
     "ecg_fm_preprocessing", "ecgfounder_preprocessing", "median_baseline",
     "median_window", "notch", "preset", "random_crop", "remove_baseline",
     "resample", "segments", "st_mem_preprocessing", "standardize",

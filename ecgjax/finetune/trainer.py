@@ -272,6 +272,7 @@ def train_split(run: Run, split: splits_lib.Split, *,
         return None
     checkpointer.wait()
   finally:
+    writer.close()
     checkpointer.close()
 
   state = best_ckpt.restore(best["step"], _model_state(abstract), None)

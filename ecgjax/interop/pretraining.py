@@ -30,13 +30,17 @@ OBJECTIVES = {"st-mem": "mae", "ecg-fm": "wav2vec2"}
 REPORT_FILE = "init_from_report.json"
 
 
+class InitFromError(ValueError):
+  """config.init_from / init_from_format that cannot be used; the message says why."""
+
+
 def detect_format(state: Mapping[str, Any]) -> str:
   """"st-mem" or "ecg-fm" from a state dict's keys; ValueError naming what was found."""
   if "encoder.sep_embedding" in state or "sep_embedding" in state:
     return "st-mem"
   if ecg_fm_lib.ANCHOR in state or any(k.endswith(ecg_fm_lib.ANCHOR) for k in state):
     return "ecg-fm"
-  raise ValueError("cannot tell the checkpoint's format from its keys (neither ST-MEM's "
+  raise InitFromError("cannot tell the checkpoint's format from its keys (neither ST-MEM's "
                    "sep_embedding nor ECG-FM's feature_extractor); first keys: "
                    f"{sorted(state)[:8]}; set config.init_from_format=st-mem|ecg-fm")
 
@@ -50,7 +54,8 @@ def pretraining_params(fmt: str, checkpoint: Mapping[str, Any], template: Any
   if not fmt:
     fmt = detect_format(state)
   if fmt not in FORMATS:
-    raise ValueError(f"config.init_from_format={fmt!r}: known formats are {', '.join(FORMATS)}")
+    raise InitFromError(f"config.init_from_format={fmt!r}: known formats are "
+                        f"{', '.join(FORMATS)}")
   report = conversion.ConversionReport(f"{fmt} pretraining model")
   report.weights_at, report.beside_weights = ".".join(path), beside
   if fmt == "st-mem":
@@ -112,7 +117,7 @@ def load(path: str, fmt: str, template: Any, objective_name: str
   if not fmt:
     fmt = detect_format(state_lib.unwrap_checkpoint(checkpoint)[0])
   if fmt in OBJECTIVES and OBJECTIVES[fmt] != objective_name:
-    raise ValueError(f"config.init_from={path} is a {fmt} pretraining model, which continues "
+    raise InitFromError(f"config.init_from={path} is a {fmt} pretraining model, which continues "
                      f"with objective {OBJECTIVES[fmt]!r}; this config trains "
                      f"{objective_name!r}")
   params, report = pretraining_params(fmt, checkpoint, template)

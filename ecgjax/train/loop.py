@@ -184,6 +184,7 @@ def train(config: ml_collections.ConfigDict, workdir: str, *,
     return record
   finally:
     sigterm.restore()
+    writer.close()
     checkpointer.close()
 
 

@@ -1,4 +1,5 @@
-"""Metrics to `DIR/metrics.jsonl` and a one-line progress report on the console."""
+"""Metrics to `DIR/metrics.jsonl`, TensorBoard event files in `DIR/tensorboard/`, and a one-line
+progress report on the console."""
 
 from __future__ import annotations
 
@@ -18,16 +19,36 @@ def _plain(v: Any) -> Any:
   return v.item() if v.ndim == 0 else v.tolist()
 
 
+TENSORBOARD_DIR = "tensorboard"
+
+
 class MetricWriter:
-  """Appends one JSON object per logged step; only process 0 writes."""
+  """Appends one JSON object per logged step and the same scalars to TensorBoard event files
+  (`tensorboard --logdir WORKDIR`); only process 0 writes."""
 
   def __init__(self, workdir: str, total_steps: int, global_batch: int):
     self.path = os.path.join(workdir, "metrics.jsonl")
+    self.tb_dir = os.path.join(workdir, TENSORBOARD_DIR)
     self.total_steps = total_steps
     self.global_batch = global_batch
     self.active = jax.process_index() == 0
     self._t = None
     self._step = None
+    self._tb = None
+
+  def _tensorboard(self):
+    # tensorboardX: a light event-file writer without TensorFlow. Opened on the first write,
+    # so a writer that never logs leaves no empty event file behind.
+    if self._tb is None:
+      from tensorboardX import SummaryWriter  # pylint: disable=g-import-not-at-top
+      self._tb = SummaryWriter(self.tb_dir, flush_secs=30)
+    return self._tb
+
+  def close(self) -> None:
+    """Flushes and closes the event file (safe to call more than once)."""
+    if self._tb is not None:
+      self._tb.close()
+      self._tb = None
 
   def start(self, step: int) -> None:
     """Marks the wall-clock origin for throughput (after compilation)."""
@@ -46,6 +67,11 @@ class MetricWriter:
     if self.active:
       with open(self.path, "a") as f:
         f.write(json.dumps(record) + "\n")
+      tb = self._tensorboard()
+      for key, value in record.items():
+        if key != "step" and isinstance(value, (int, float)) and not isinstance(value, bool):
+          tb.add_scalar(key, value, int(step))
+      tb.flush()
       logging.info("%s", progress_line(record, self.total_steps))
     return record
 

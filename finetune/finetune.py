@@ -9,6 +9,8 @@ results.json, and prints the report with macro AUROC and its 95% CI. Rerunning t
 command in the same workdir resumes.
 """
 
+import sys
+
 from absl import app, flags
 
 from ecgjax import launch
@@ -33,7 +35,12 @@ def main(argv):
              else _CACHE.value)
     jax.config.update("jax_compilation_cache_dir", os.path.abspath(cache))
     jax.config.update("jax_persistent_cache_min_compile_time_secs", 1.0)
-  trainer.finetune(FLAGS.config.value, FLAGS.workdir.value)
+  try:
+    trainer.finetune(FLAGS.config.value, FLAGS.workdir.value)
+  except trainer.Preempted as e:
+    # Every process saved the same step: a clean stop, resumed by rerunning the command.
+    print(f"stopped: {e}; rerun the same command to resume", file=sys.stderr)
+    sys.exit(0)
 
 
 if __name__ == "__main__":

@@ -19,6 +19,7 @@ FLAGS = launch.define_flags("configs/<name>.py[:args]",
 def main(argv):
   del argv
   # Imported here so grain's spawned workers, which re-import this file, stay light.
+  from ecgjax import data
   from ecgjax.interop import conversion, pretraining, torch_io
   from ecgjax.train import loop
   launch.setup_process(FLAGS)
@@ -28,6 +29,10 @@ def main(argv):
           pretraining.InitFromError) as e:
     # config.init_from that does not fit: the full key report, no traceback.
     print(f"error: config.init_from: {e}", file=sys.stderr)
+    sys.exit(2)
+  except data.TooManyBadRecordsError as e:
+    # Every process stops at the same step, after saving it: fix the data, rerun to resume.
+    print(f"error: {e}", file=sys.stderr)
     sys.exit(2)
 
 

@@ -33,7 +33,7 @@ def _cli(*args, timeout=300):
 @pytest.fixture()
 def prepared_dir(tmp_path):
   out = tmp_path / "prep"
-  prepare_lib.prepare("synthetic:12?seed=1&seconds=4&fs=500", out, PP, workers=0,
+  prepare_lib.prepare("synthetic:12?seed=71&seconds=4&fs=500", out, PP, workers=0,
                       shard_size=4, progress=False)
   meta = json.loads((out / "meta.json").read_text())
   return out, [s["file"] for s in meta["shards"]]

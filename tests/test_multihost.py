@@ -1,49 +1,95 @@
-"""Two real JAX processes (as on two hosts) train exactly as one process with all devices."""
+"""Two real JAX processes (as on two hosts) train exactly as one process with all devices, and
+agree on every stop: a SIGTERM seen by one of them, a bad-record limit reached on the global
+counts."""
 
 import json
 import os
+import signal
 import subprocess
 import sys
+import time
 
 import numpy as np
 import portpicker
 import pytest
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-ARGS = ["pretrain/main.py", "--config", "configs/stmem.py:variant=mu,runlocal",
-        "--config.total_steps=3", "--config.batch_size=8", "--config.log_every_steps=1",
-        "--config.checkpoint_every_steps=3", "--config.vis_every_steps=0",
-        "--config.data=synthetic:64?seed=3", "--config.export_at_end=false"]
+ARGS = ["pretrain/main.py", "--config", "configs/stmem.py:variant=mu,runlocal"]
 
 
 def _env(n_devices):
   return {**os.environ, "JAX_PLATFORMS": "cpu", "JAX_NUM_CPU_DEVICES": str(n_devices)}
 
 
-def _losses(workdir):
-  with open(os.path.join(workdir, "metrics.jsonl")) as f:
-    return [json.loads(line)["loss"] for line in f]
+def _launch_pair(args, workdir, port):
+  return [subprocess.Popen(
+      [sys.executable, *args, "--workdir", workdir, "--coordinator_address", f"localhost:{port}",
+       "--num_processes", "2", "--process_id", str(i)],
+      cwd=REPO, env={**_env(4), "PYTHONUNBUFFERED": "1"}, stdout=subprocess.PIPE,
+      stderr=subprocess.STDOUT, text=True) for i in range(2)]
 
 
 @pytest.mark.slow
-def test_two_processes_match_one_process(tmp_path):
-  port = portpicker.pick_unused_port()
-  multi = str(tmp_path / "multi")
-  procs = [subprocess.Popen(
-      [sys.executable, *ARGS, "--workdir", multi, "--coordinator_address", f"localhost:{port}",
-       "--num_processes", "2", "--process_id", str(i)],
-      cwd=REPO, env=_env(4), stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-      for i in range(2)]
-  outs = [p.communicate(timeout=600)[0] for p in procs]
+def test_two_processes_agree_on_sigterm_and_resume_to_the_one_process_run(tmp_path):
+  """Two real processes (as on two hosts); SIGTERM to ONE of them: both save the same step and
+  exit; the rerun resumes; the losses equal one process with all 8 devices, step by step."""
+  args = ARGS + ["--config.total_steps=40", "--config.batch_size=32",
+                     "--config.log_every_steps=1", "--config.checkpoint_every_steps=1000",
+                     "--config.vis_every_steps=0", "--config.data=synthetic:256?seed=3",
+                     "--config.export_at_end=false"]
+  run = str(tmp_path / "run")
+  procs = _launch_pair(args, run, portpicker.pick_unused_port())
+  metrics = os.path.join(run, "metrics.jsonl")
+  deadline = time.time() + 300
+  while time.time() < deadline and not (os.path.exists(metrics) and
+                                        len(open(metrics).readlines()) >= 3):
+    time.sleep(0.2)
+  procs[1].send_signal(signal.SIGTERM)  # only one process is told
+  outs = [p.communicate(timeout=300)[0] for p in procs]
   for p, out in zip(procs, outs):
     assert p.returncode == 0, out[-3000:]
+    assert "SIGTERM: saved step" in out, out[-3000:]
   assert "process 1 of 2" in outs[1]
-  # Each process saved its own data-iterator position beside the shared array shards.
-  data_dir = os.path.join(multi, "checkpoints", "3", "data")
+  saved = [int(s) for s in os.listdir(os.path.join(run, "checkpoints")) if s.isdigit()]
+  assert len(saved) == 1 and 3 <= saved[0] < 40, saved
+  # Both processes wrote their data position of that one step: they agreed on it.
+  data_dir = os.path.join(run, "checkpoints", str(saved[0]), "data")
   assert sorted(os.listdir(data_dir))[-2:] == ["process_0-of-2.json", "process_1-of-2.json"]
-
-  single = str(tmp_path / "single")
-  proc = subprocess.run([sys.executable, *ARGS, "--workdir", single], cwd=REPO, env=_env(8),
+  # Rerunning resumes exactly: the losses equal an uninterrupted run's, step by step.
+  procs = _launch_pair(args, run, portpicker.pick_unused_port())
+  for p in procs:
+    out = p.communicate(timeout=600)[0]
+    assert p.returncode == 0, out[-3000:]
+  ref = str(tmp_path / "ref")
+  proc = subprocess.run([sys.executable, *args, "--workdir", ref], cwd=REPO, env=_env(8),
                         capture_output=True, text=True, timeout=600)
   assert proc.returncode == 0, proc.stderr[-3000:]
-  np.testing.assert_allclose(_losses(multi), _losses(single), rtol=1e-5)
+  rows = [json.loads(line) for line in open(metrics)]
+  resumed = {r["step"]: r["loss"] for r in rows}  # a step logged twice keeps the rerun's
+  want = {json.loads(line)["step"]: json.loads(line)["loss"]
+          for line in open(os.path.join(ref, "metrics.jsonl"))}
+  assert sorted(resumed) == sorted(want) == list(range(1, 41))
+  np.testing.assert_allclose([resumed[s] for s in range(1, 41)],
+                             [want[s] for s in range(1, 41)], rtol=1e-5)
+
+
+@pytest.mark.slow
+def test_bad_record_limit_uses_the_global_counts_and_stops_every_process(tmp_path):
+  x = np.random.default_rng(0).standard_normal((64, 12, 2500)).astype(np.float32)
+  x[::3, 2, 100] = np.nan  # a third of the records are bad
+  np.save(tmp_path / "sig.npy", x)
+  args = ARGS + ["--config.total_steps=50", "--config.batch_size=16",
+                     "--config.log_every_steps=1", "--config.vis_every_steps=0",
+                     "--config.max_bad_fraction=0.1",
+                     f"--config.data=npy:{tmp_path}/sig.npy?fs=250",
+                     "--config.export_at_end=false", "--config.checkpoint_every_steps=1000"]
+  run = str(tmp_path / "run")
+  procs = _launch_pair(args, run, portpicker.pick_unused_port())
+  outs = [p.communicate(timeout=600)[0] for p in procs]  # neither may hang
+  for p, out in zip(procs, outs):
+    assert p.returncode == 2, out[-3000:]
+    assert "(all 2 processes)" in out and "above max_bad_fraction=0.1" in out, out[-3000:]
+    assert "Traceback" not in out
+  # The step they stopped at was saved (by both), so nothing is lost.
+  saved = [int(s) for s in os.listdir(os.path.join(run, "checkpoints")) if s.isdigit()]
+  assert len(saved) == 1 and 0 < saved[0] < 50, saved

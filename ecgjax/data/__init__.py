@@ -50,6 +50,7 @@ from ecgjax.data.eval_pipeline import eval_batches
 from ecgjax.data.pipeline import (
     TooManyBadRecordsError,
     bad_record_count,
+    check_bad_fraction,
     train_dataset,
     train_iterator,
 )

@@ -183,6 +183,24 @@ def _min_checked(max_bad_fraction: float) -> int:
   return max(MIN_RECORDS_CHECKED, math.ceil(10 / max_bad_fraction))
 
 
+def check_bad_fraction(seen: int, bad: int, max_bad_fraction: float,
+                       examples: list[tuple[str, str]], name: str) -> None:
+  """Raises TooManyBadRecordsError when `bad` of `seen` records exceed the limit (checked from
+  max(100, 10 / max_bad_fraction) records on). The loops call it with the counts summed over
+  every process, so all processes stop together."""
+  min_checked = _min_checked(max_bad_fraction)
+  if seen < min_checked or bad <= max_bad_fraction * seen:
+    return
+  shown = "; ".join(f"{r}: {why}" for r, why in examples)
+  raise TooManyBadRecordsError(
+      f"{bad} of the {seen} records read from {name} were bad "
+      f"({bad / seen:.1%}), above max_bad_fraction={max_bad_fraction:g} "
+      f"(checked from {min_checked} records on). Examples: {shown}. "
+      "List them all with `python -m ecgjax.data inspect SPEC`, fix the data "
+      "or its spec (fs=, leads=), or `python -m ecgjax.data prepare` it once "
+      "(bad records are left out), or raise max_bad_fraction.")
+
+
 class _SkipCountBatchIterator(grain.DatasetIterator):
   """Reads chunks, counts and drops bad records in stream order, cuts batches.
 
@@ -191,11 +209,11 @@ class _SkipCountBatchIterator(grain.DatasetIterator):
   """
 
   def __init__(self, parent: grain.DatasetIterator, batch_size: int,
-               max_bad_fraction: float, name: str):
+               max_bad_fraction: float, name: str, check_bad: bool = True):
     super().__init__(parent)
     self._batch_size = batch_size
     self._max_bad = max_bad_fraction
-    self._min_checked = _min_checked(max_bad_fraction)
+    self._check_bad = check_bad
     self._name = name
     self.records_seen = 0  # Examples and bad records read by this process.
     self.bad_records = 0
@@ -250,17 +268,9 @@ class _SkipCountBatchIterator(grain.DatasetIterator):
                 "by this stream")
 
   def _check(self) -> None:
-    seen, bad = self.records_seen, self.bad_records
-    if seen < self._min_checked or bad <= self._max_bad * seen:
-      return
-    examples = "; ".join(f"{r}: {why}" for r, why in self.bad_examples)
-    raise TooManyBadRecordsError(
-        f"{bad} of the {seen} records read from {self._name} were bad "
-        f"({bad / seen:.1%}), above max_bad_fraction={self._max_bad:g} "
-        f"(checked from {self._min_checked} records on). Examples: {examples}. "
-        "List them all with `python -m ecgjax.data inspect SPEC`, fix the data "
-        "or its spec (fs=, leads=), or `python -m ecgjax.data prepare` it once "
-        "(bad records are left out), or raise max_bad_fraction.")
+    if self._check_bad:
+      check_bad_fraction(self.records_seen, self.bad_records, self._max_bad,
+                         self.bad_examples, self._name)
 
   def get_state(self) -> dict[str, Any]:
     partial = self._chunk is not None and self._pos < self._chunk["size"]
@@ -285,9 +295,9 @@ class _SkipCountBatch(grain.IterDataset):
   """IterDataset of `_SkipCountBatchIterator` (see the module docstring)."""
 
   def __init__(self, parent: grain.IterDataset, batch_size: int,
-               max_bad_fraction: float, name: str):
+               max_bad_fraction: float, name: str, check_bad: bool = True):
     super().__init__(parent)
-    self._args = (batch_size, max_bad_fraction, name)
+    self._args = (batch_size, max_bad_fraction, name, check_bad)
 
   def __iter__(self) -> _SkipCountBatchIterator:
     return _SkipCountBatchIterator(self._parent.__iter__(), *self._args)
@@ -326,8 +336,12 @@ def train_dataset(
     augment: Augment | None = None,
     augment_epochs: float = 0.0,
     paired: bool = False,
+    check_bad: bool = True,
 ) -> grain.IterDataset:
-  """The training stream as a grain IterDataset (see the module docstring)."""
+  """The training stream as a grain IterDataset (see the module docstring).
+
+  check_bad=False: count bad records but never raise; the caller checks the counts (the
+  training loops do, summed over every process, so that all processes stop together)."""
   if global_batch_size % process_count:
     raise ValueError(
         f"global_batch_size {global_batch_size} is not divisible by "
@@ -377,7 +391,7 @@ def train_dataset(
         # Counted in batches by the caller; the workers hand over chunks.
         per_worker_buffer_size=max(
             1, math.ceil(worker_buffer_size * batch_chunks / worker_count))))
-  return _SkipCountBatch(it, local_batch, max_bad_fraction, repr(source))
+  return _SkipCountBatch(it, local_batch, max_bad_fraction, repr(source), check_bad)
 
 
 def train_iterator(
@@ -395,6 +409,7 @@ def train_iterator(
     augment: Augment | None = None,
     augment_epochs: float = 0.0,
     paired: bool = False,
+    check_bad: bool = True,
 ) -> grain.DatasetIterator:
   """Endless iterator of local training batches with get_state()/set_state().
 
@@ -414,7 +429,9 @@ def train_iterator(
   max(100, 10 / max_bad_fraction) records have been read: 1000 at the default
   1%, so the limit means >= 10 bad records and a few unlucky early ones do not
   stop a run; 0: the first bad record stops it) it raises
-  TooManyBadRecordsError. Each process checks its own share.
+  TooManyBadRecordsError. Each process checks its own share, unless check_bad=False:
+  then it only counts, and the caller checks the counts summed over the processes
+  (`check_bad_fraction`), as the training loops do.
 
   augment: `(x, rng) -> x` on the cropped window AFTER `finish` standardised it,
   as the references do (AnyECG-CCTA z-scores, then scales by U(0.9, 1.1); ST-MEM's
@@ -435,4 +452,4 @@ def train_iterator(
       process_index=process_index, process_count=process_count,
       worker_count=worker_count, worker_buffer_size=worker_buffer_size,
       read_threads=read_threads, max_bad_fraction=max_bad_fraction,
-      augment=augment, augment_epochs=augment_epochs, paired=paired))
+      augment=augment, augment_epochs=augment_epochs, paired=paired, check_bad=check_bad))

@@ -40,6 +40,7 @@ from ecgjax.train import checkpoint as ckpt_lib
 from ecgjax.train import export as export_lib
 from ecgjax.train import mesh as mesh_lib
 from ecgjax.train import metrics as metrics_lib
+from ecgjax.train import preemption as preemption_lib
 from ecgjax.train import step as step_lib
 from ecgjax.train.loop import check_finite
 
@@ -61,6 +62,10 @@ def _read_jsonl(path: str) -> list[dict[str, Any]]:
 
 
 AUGMENTS = ("none", "scheduled", "st_mem_randaugment")
+
+
+class Preempted(RuntimeError):
+  """A SIGTERM stopped the run after every process saved the same step."""
 
 
 def make_augment(config: ml_collections.ConfigDict, fs: float) -> Any:
@@ -201,7 +206,8 @@ def train_split(run: Run, split: splits_lib.Split, *,
       global_batch_size=config.batch_size, seed=seed, process_index=proc,
       process_count=n_proc, worker_count=config.data_workers,
       max_bad_fraction=config.max_bad_fraction, augment=augment,
-      augment_epochs=stream_epochs if scheduled else 0.0, paired=run.paired)
+      augment_epochs=stream_epochs if scheduled else 0.0, paired=run.paired,
+      check_bad=False)  # checked on logging steps on the counts of every process
   training = step_lib.build_training(cfg, objective, mesh, _example(run))
   predict_fn = evaluate.make_predict_fn(objective, mesh, training.shardings)
   total, trainable = training.params
@@ -231,6 +237,7 @@ def train_split(run: Run, split: splits_lib.Split, *,
   best = max(history, key=lambda h: h["score"]) if history else None
 
   writer = metrics_lib.MetricWriter(sdir, cfg.total_steps, run.rows_per_step())
+  preemption = preemption_lib.Preemption()
   step, t0 = start, time.perf_counter()
   try:
     while step < cfg.total_steps:
@@ -243,8 +250,15 @@ def train_split(run: Run, split: splits_lib.Split, *,
         writer.start(step)
       if step % config.log_every_steps == 0 or step == cfg.total_steps:
         check_finite(state, f"{split.name}, logged at step {step}")
+        try:
+          counts = preemption_lib.check_bad_records(data_iter, config.max_bad_fraction,
+                                                    f"{split.name} of {config.data}")
+        except data_lib.TooManyBadRecordsError:
+          checkpointer.save(step, state, data_iter)  # every process stops here: keep the state
+          checkpointer.wait()
+          raise
         writer.write(step, {**jax.device_get(metrics), "lr": float(training.schedule(step - 1)),
-                            "epoch": step / steps_per_epoch})
+                            "epoch": step / steps_per_epoch, **counts})
       if step % steps_per_epoch == 0 or step == cfg.total_steps:
         epoch = math.ceil(step / steps_per_epoch)
         d = evaluate.predict(predict_fn, state, run.data, run.preprocessing, split.val,
@@ -266,12 +280,22 @@ def train_split(run: Run, split: splits_lib.Split, *,
                      " (best)" if improved else "")
         check_finite(state, f"{split.name}, before saving step {step}")
         checkpointer.save(step, state, data_iter)
+      # Every process asks every step, so all agree on the step a SIGTERM anywhere stops at.
+      if preemption.reached(step):
+        check_finite(state, f"{split.name}, before saving step {step}")
+        checkpointer.save(step, state, data_iter)
+        checkpointer.wait()
+        best_ckpt.close()
+        logging.warning("SIGTERM: %s saved step %d, stopping; rerun the command to resume",
+                        split.name, step)
+        raise Preempted(f"{split.name}: saved step {step} after SIGTERM")
       if stop_after_steps is not None and step - start >= stop_after_steps:
         checkpointer.wait()
         best_ckpt.close()
         return None
     checkpointer.wait()
   finally:
+    preemption.restore()
     writer.close()
     checkpointer.close()
 

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import os
-import signal
 import time
 from typing import Any
 
@@ -18,30 +17,12 @@ from ecgjax.train import checkpoint as ckpt_lib
 from ecgjax.train import export as export_lib
 from ecgjax.train import mesh as mesh_lib
 from ecgjax.train import metrics as metrics_lib
+from ecgjax.train import preemption as preemption_lib
 from ecgjax.train import step as step_lib
 
 
 class NonFiniteLossError(RuntimeError):
   """Training produced a NaN/inf loss or gradient; the last good checkpoint is kept."""
-
-
-class _SigtermFlag:
-  """Turns SIGTERM into a flag the loop checks once per step (save, then stop)."""
-
-  def __init__(self):
-    self.raised = False
-    try:
-      self._old = signal.signal(signal.SIGTERM, self._handle)
-    except ValueError:  # not the main thread (e.g. inside some test runners)
-      self._old = None
-
-  def _handle(self, signum, frame):
-    del signum, frame
-    self.raised = True
-
-  def restore(self) -> None:
-    if self._old is not None:
-      signal.signal(signal.SIGTERM, self._old)
 
 
 def augmenter_from_config(config: ml_collections.ConfigDict):
@@ -103,7 +84,8 @@ def train(config: ml_collections.ConfigDict, workdir: str, *,
   data_iter = data_lib.train_iterator(
       source, preprocessing, global_batch_size=config.batch_size, seed=config.seed,
       process_index=proc, process_count=n_proc, worker_count=config.data_workers,
-      max_bad_fraction=config.max_bad_fraction, augment=augmenter_from_config(config))
+      max_bad_fraction=config.max_bad_fraction, augment=augmenter_from_config(config),
+      check_bad=False)  # checked below on the counts of every process
   objective = objectives_lib.build(config)
   example = _example_batch(source, preprocessing, n=1)
 
@@ -130,7 +112,7 @@ def train(config: ml_collections.ConfigDict, workdir: str, *,
         start, ckpt_lib.abstract_like(training.abstract_state, training.shardings), data_iter)
 
   writer = metrics_lib.MetricWriter(workdir, config.total_steps, config.batch_size)
-  sigterm = _SigtermFlag()
+  preemption = preemption_lib.Preemption()
   vis_batch = None
   record: dict[str, Any] = {}
   step = start
@@ -148,9 +130,15 @@ def train(config: ml_collections.ConfigDict, workdir: str, *,
       if step % config.log_every_steps == 0 or step == config.total_steps:
         host = jax.device_get(metrics)
         check_finite(state, f"logged at step {step}")
-        record = writer.write(step, {**host, "lr": float(schedule(step - 1)),
-                                     "bad_records": data_iter.bad_records,
-                                     "records_seen": data_iter.records_seen})
+        try:
+          counts = preemption_lib.check_bad_records(data_iter, config.max_bad_fraction,
+                                                    config.data)
+        except data_lib.TooManyBadRecordsError:
+          # Every process stops here together; the state is good, so keep it.
+          checkpointer.save(step, state, data_iter)
+          checkpointer.wait()
+          raise
+        record = writer.write(step, {**host, "lr": float(schedule(step - 1)), **counts})
       if config.vis_every_steps and (step % config.vis_every_steps == 0
                                      or step == config.total_steps):
         if vis_batch is None:
@@ -158,13 +146,15 @@ def train(config: ml_collections.ConfigDict, workdir: str, *,
         path = os.path.join(workdir, "plots", f"reconstruction_{step:07d}.png")
         objective.visualize(state["params"], state["collections"], vis_batch,
                             jax.random.PRNGKey(config.seed), path)
-      stopping = sigterm.raised or (stop_after is not None and step - start >= stop_after)
+      # Every process asks every step, so all agree on the step a SIGTERM anywhere stops at.
+      preempted = preemption.reached(step)
+      stopping = preempted or (stop_after is not None and step - start >= stop_after)
       if (step % config.checkpoint_every_steps == 0 or step == config.total_steps
-          or sigterm.raised):
+          or preempted):
         check_finite(state, f"before saving step {step}")
         checkpointer.save(step, state, data_iter)
       if stopping:
-        if sigterm.raised:
+        if preempted:
           logging.warning("SIGTERM: saved step %d, stopping", step)
         checkpointer.wait()
         return record
@@ -183,7 +173,7 @@ def train(config: ml_collections.ConfigDict, workdir: str, *,
         logging.info("exported encoder to %s", export_dir)
     return record
   finally:
-    sigterm.restore()
+    preemption.restore()
     writer.close()
     checkpointer.close()
 

@@ -36,8 +36,7 @@ def weight_decay_mask(params: Any, scope: str = "matrices") -> Any:
   MAE/ST-MEM recipes do); "all" = every parameter, as fairseq's Adam with decoupled weight
   decay does in ECG-FM's pretraining. Frozen parameters never change either way."""
   if scope not in WEIGHT_DECAY_SCOPES:
-    raise ValueError(f"config.weight_decay_scope must be one of {WEIGHT_DECAY_SCOPES}, "
-                     f"got {scope!r}")
+    raise ValueError(f"weight decay scope must be one of {WEIGHT_DECAY_SCOPES}, got {scope!r}")
   if scope == "all":
     return jax.tree.map(lambda p: True, params)
   return jax.tree.map(lambda p: p.ndim >= 2, params)
@@ -60,8 +59,9 @@ def make_optimizer(config: ml_collections.ConfigDict, params: Any,
   if config.grad_clip_norm > 0:
     parts.append(optax.clip_by_global_norm(config.grad_clip_norm))
   scope = config.get("weight_decay_scope", "matrices")
-  mask = weight_decay_mask(params, scope)  # raises on an unknown scope before any step
-  del mask
+  if scope not in WEIGHT_DECAY_SCOPES:  # before any step, naming the key
+    raise ValueError(f"config.weight_decay_scope must be one of {WEIGHT_DECAY_SCOPES}, "
+                     f"got {scope!r}")
   parts.append(optax.adamw(schedule, b1=config.b1, b2=config.b2, eps=config.adam_eps,
                            weight_decay=config.weight_decay,
                            mask=lambda p: weight_decay_mask(p, scope)))

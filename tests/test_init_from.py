@@ -117,8 +117,8 @@ def test_ecg_fm_whole_model_first_step_equals_torch(tmp_path):
                         rngs=d["rngs"])
   with torch.no_grad():
     want = refs.wav2vec2_loss(
-        net, torch.from_numpy(np.asarray(d["x"])), torch.from_numpy(np.asarray(d["mask"])),
-        torch.from_numpy(np.asarray(d["negs"])), torch.from_numpy(np.asarray(out["codes"])))
+        net, torch.from_numpy(np.array(d["x"])), torch.from_numpy(np.array(d["mask"])),
+        torch.from_numpy(np.array(d["negs"])), torch.from_numpy(np.array(out["codes"])))
   err = rel_err(loss, want[0].item())
   errs = {k: rel_err(aux.terms[k], w.item()) for k, w in
           zip(("wav2vec2", "diversity", "feature_pen"), want[1:])}

@@ -170,12 +170,12 @@ def _cfg_problems(cfg: Mapping[str, Any]) -> list[str]:
 
 
 def read_pretraining_model(state: Mapping[str, Any], meta: Mapping[str, Any] | None = None
-                           ) -> tuple[Params, state_lib.StateReader, dict[str, int], list[str]]:
+                           ) -> tuple[Params, state_lib.StateReader, list[str]]:
   """The WHOLE wav2vec 2.0 pretraining model of a fairseq-signals checkpoint, as ecgjax ECGFM
   params: the encoder (with mask_emb), the quantiser (vars, weight_proj), project_q and
-  final_proj; None where a key is missing. Returns (params, reader, architecture fields
-  including latent_groups / latent_vars / final_dim, config problems). Never raises on keys."""
-  enc, r, _, fields, problems = read_encoder(state, meta)
+  final_proj; None where a key is missing. Returns (params, reader, config problems); the
+  sizes are checked against the model the config builds. Never raises on keys."""
+  enc, r, _, _, problems = read_encoder(state, meta)
   prefix = state_lib.find_prefix(state, ANCHOR) or ""
   if prefix:
     problems.append(f"the checkpoint nests the encoder under {prefix!r} (a fine-tuned model): "
@@ -189,12 +189,4 @@ def read_pretraining_model(state: Mapping[str, Any], meta: Mapping[str, Any] | N
       "project_q": r.linear("project_q"),
       "final_proj": r.linear("final_proj"),
   }
-  cfg = _model_cfg(meta)
-  book = state.get("quantizer.vars")
-  groups = cfg.get("latent_groups") if isinstance(cfg.get("latent_groups"), int) else 2
-  if book is not None and np.ndim(book) == 3:
-    fields["latent_groups"] = int(groups)
-    fields["latent_vars"] = int(np.shape(book)[1]) // int(groups)
-  if (proj := state.get("project_q.weight")) is not None and np.ndim(proj) == 2:
-    fields["final_dim"] = int(np.shape(proj)[0])
-  return params, r, fields, problems
+  return params, r, problems

@@ -41,21 +41,27 @@ def detect_format(state: Mapping[str, Any]) -> str:
   if ecg_fm_lib.ANCHOR in state or any(k.endswith(ecg_fm_lib.ANCHOR) for k in state):
     return "ecg-fm"
   raise InitFromError("cannot tell the checkpoint's format from its keys (neither ST-MEM's "
-                   "sep_embedding nor ECG-FM's feature_extractor); first keys: "
-                   f"{sorted(state)[:8]}; set config.init_from_format=st-mem|ecg-fm")
+                      "sep_embedding nor ECG-FM's feature_extractor); first keys: "
+                      f"{sorted(state)[:8]}; set config.init_from_format=st-mem|ecg-fm")
 
 
-def pretraining_params(fmt: str, checkpoint: Mapping[str, Any], template: Any
+def pretraining_params(fmt: str, checkpoint: Mapping[str, Any], template: Any,
+                       objective_name: str | None = None
                        ) -> tuple[dict[str, Any], conversion.ConversionReport]:
   """(params as NumPy, report) of a loaded checkpoint for the pretraining model `template`
-  (the objective's param tree, arrays or ShapeDtypeStructs). Raises ConversionError (with the
-  report) unless every key and every parameter is accounted for with matching shapes."""
+  (the objective's param tree, arrays or ShapeDtypeStructs). fmt "" reads the format off the
+  keys; objective_name, when given, must be the one that format continues with. Raises
+  ConversionError (with the report) unless every key and every parameter is accounted for with
+  matching shapes."""
   state, path, beside = state_lib.unwrap_checkpoint(checkpoint)
   if not fmt:
     fmt = detect_format(state)
   if fmt not in FORMATS:
     raise InitFromError(f"config.init_from_format={fmt!r}: known formats are "
                         f"{', '.join(FORMATS)}")
+  if objective_name is not None and OBJECTIVES[fmt] != objective_name:
+    raise InitFromError(f"the checkpoint is a {fmt} pretraining model, which continues with "
+                        f"objective {OBJECTIVES[fmt]!r}; this config trains {objective_name!r}")
   report = conversion.ConversionReport(f"{fmt} pretraining model")
   report.weights_at, report.beside_weights = ".".join(path), beside
   if fmt == "st-mem":
@@ -70,7 +76,7 @@ def pretraining_params(fmt: str, checkpoint: Mapping[str, Any], template: Any
                              "fine-tune it with `python -m ecgjax.interop convert` instead")
   else:
     meta = {k: v for k, v in checkpoint.items() if k in ("cfg", "args")}
-    params, reader, _, problems = ecg_fm_lib.read_pretraining_model(state, meta)
+    params, reader, problems = ecg_fm_lib.read_pretraining_model(state, meta)
     report.problems += problems
   _account(params, reader, state, template, report)
   if not report.ok:
@@ -81,7 +87,7 @@ def pretraining_params(fmt: str, checkpoint: Mapping[str, Any], template: Any
 def _account(params: Any, reader: state_lib.StateReader, state: Mapping[str, Any],
              template: Any, report: conversion.ConversionReport) -> None:
   """Fills the report: keys never used, parameters with no key, shapes that differ."""
-  want = {p: tuple(np.shape(v)) for p, v in state_lib.flatten(_plain(template)).items()}
+  want = {p: tuple(np.shape(v)) for p, v in state_lib.flatten(template).items()}
   flat = state_lib.flatten(params)
   report.unexpected = sorted(set(state) - reader.used)
   report.missing = list(dict.fromkeys(reader.missing))
@@ -99,13 +105,6 @@ def _account(params: Any, reader: state_lib.StateReader, state: Mapping[str, Any
   report.converted = len(reader.used)
 
 
-def _plain(tree: Any) -> Any:
-  """A param tree (FrozenDict, ShapeDtypeStructs) as nested dicts."""
-  if isinstance(tree, Mapping):
-    return {k: _plain(v) for k, v in tree.items()}
-  return tree
-
-
 def load(path: str, fmt: str, template: Any, objective_name: str
          ) -> tuple[dict[str, Any], conversion.ConversionReport]:
   """Reads checkpoint `path` (torch needed, weights_only) for `objective_name`'s model."""
@@ -114,13 +113,7 @@ def load(path: str, fmt: str, template: Any, objective_name: str
   if not isinstance(checkpoint, Mapping):
     raise torch_io.CheckpointError(f"{path} holds a {type(checkpoint).__name__}, not a "
                                    "state dict or a dict around one")
-  if not fmt:
-    fmt = detect_format(state_lib.unwrap_checkpoint(checkpoint)[0])
-  if fmt in OBJECTIVES and OBJECTIVES[fmt] != objective_name:
-    raise InitFromError(f"config.init_from={path} is a {fmt} pretraining model, which continues "
-                     f"with objective {OBJECTIVES[fmt]!r}; this config trains "
-                     f"{objective_name!r}")
-  params, report = pretraining_params(fmt, checkpoint, template)
+  params, report = pretraining_params(fmt, checkpoint, template, objective_name)
   report.notes.append(f"checkpoint {os.path.abspath(path)} sha256 {torch_io.sha256_of(path)}")
   return params, report
 

@@ -31,7 +31,7 @@ sys.path.insert(0, str(REPO))
 from ecgjax import data, interop  # noqa: E402
 from ecgjax import eval as eval_lib  # noqa: E402
 from ecgjax.data import sources as sources_lib  # noqa: E402
-from ecgjax.train import export as export_lib  # noqa: E402
+from ecgjax import export as export_lib  # noqa: E402
 from tests import format_fixtures, interop_refs  # noqa: E402
 from tests import reference_pipelines as ref  # noqa: E402
 

@@ -11,7 +11,7 @@ PTB-XL pretraining array beside the checkout, ../shared/data/ptbxl-pretrain-250h
 import ml_collections
 from ml_collections.config_dict import placeholder
 
-from ecgjax.configs import parse_arg
+from ecgjax.configs import evaluator, parse_arg
 
 LEADS_12 = "I,II,III,aVR,aVL,aVF,V1,V2,V3,V4,V5,V6"
 
@@ -73,6 +73,12 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   c.keep_checkpoints = 3
   c.vis_every_steps = 5000        # MAE reconstruction picture in WORKDIR/plots (0 = off)
   c.export_at_end = True          # WORKDIR/export for finetune/ scripts
+  # Evaluators during training (ecgjax/eval/evaluators/<type>.py; keys declared there): rows
+  # eval/<name>/<key> in metrics.jsonl. The linear probe is off until given labelled data:
+  #   --config.evals.probe.train='ptbxl:DIR?folds=1-6' --config.evals.probe.test='ptbxl:DIR?folds=7-8'
+  #   --config.evals.probe.every_steps=1000 (0: only after the last step)
+  c.evals = ml_collections.ConfigDict()
+  c.evals.probe = evaluator("linear_probe")
   # Continue pretraining a published model: its WHOLE pretraining model (ST-MEM's MAE, ECG-FM's
   # wav2vec 2.0 heads) from a PyTorch checkpoint, every key accounted for (init_from_report.json).
   c.init_from = ""                # path of the .pth / .pt; "" = random init

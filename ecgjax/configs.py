@@ -45,3 +45,15 @@ def sibling_config(this_file: str, name: str):
   module = importlib.util.module_from_spec(spec)
   spec.loader.exec_module(module)
   return module
+
+
+def evaluator(kind: str, **overrides: Any) -> ml_collections.ConfigDict:
+  """`config.evals.<name>` for the evaluator plug-in `kind` (ecgjax/eval/evaluators/<kind>.py):
+  its keys and defaults as the plug-in declares them (once, in its DEFAULTS), then `overrides`."""
+  from ecgjax import registry  # pylint: disable=g-import-not-at-top
+  module = registry.load("ecgjax.eval.evaluators", kind, "evaluator type")
+  defaults = dict(module.Evaluator.DEFAULTS)
+  unknown = sorted(set(overrides) - set(defaults))
+  if unknown:
+    raise ValueError(f"evaluator {kind!r} has no key(s) {unknown}; known: {sorted(defaults)}")
+  return ml_collections.ConfigDict({**defaults, **overrides, "type": kind})

@@ -15,7 +15,9 @@ label_names (`ecgjax.eval.load_embeddings` reads it back; `finetune/probe.py
 
 import time
 
-from absl import app, flags, logging
+from absl import flags, logging
+
+from ecgjax import cli
 
 _EXPORT = flags.DEFINE_string("export", None, "export directory (WORKDIR/export)")
 _DATA = flags.DEFINE_string("data", None, "data spec of the records to embed")
@@ -32,7 +34,7 @@ def main(argv):
   del argv
   from ecgjax import data
   from ecgjax import eval as eval_lib
-  from ecgjax.train import export as export_lib
+  from ecgjax import export as export_lib
 
   try:
     if _N_CROPS.value < 0:
@@ -42,7 +44,7 @@ def main(argv):
     source = data.open_source(_DATA.value)
     n_crops = _N_CROPS.value or eval_lib.default_n_crops(export, source)
   except (ValueError, OSError) as e:
-    raise SystemExit(f"embed.py: error: {e}") from None
+    cli.fail(str(e))
   logging.info("embedding %d records of %s with %s %s, %d crop(s) per record", len(source),
                _DATA.value, export.config["model"], export.config["variant"], n_crops)
   t0 = time.perf_counter()
@@ -50,7 +52,7 @@ def main(argv):
     d = eval_lib.embed_source(export, source, batch_size=_BATCH.value, n_crops=n_crops,
                               progress=_PROGRESS.value)
   except ValueError as e:
-    raise SystemExit(f"embed.py: error: {e}") from None
+    cli.fail(str(e))
   path = eval_lib.save_embeddings(_OUT.value, d)
   logging.info("embedded %d records in %.1fs", len(source), time.perf_counter() - t0)
   print(f"wrote {d['embeddings'].shape[0]} x {d['embeddings'].shape[1]} embeddings "
@@ -58,4 +60,4 @@ def main(argv):
 
 
 if __name__ == "__main__":
-  app.run(main)
+  cli.run(main)

@@ -11,8 +11,9 @@ command in the same workdir resumes.
 
 import sys
 
-from absl import app, flags
+from absl import flags
 
+from ecgjax import cli
 from ecgjax import launch
 
 FLAGS = launch.define_flags("configs/finetune.py[:args]",
@@ -44,4 +45,4 @@ def main(argv):
 
 
 if __name__ == "__main__":
-  app.run(main)
+  cli.run(main)

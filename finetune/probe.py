@@ -19,7 +19,9 @@ means; with --json the last stdout line is one JSON object (NaN written as null)
 import json
 import time
 
-from absl import app, flags, logging
+from absl import flags, logging
+
+from ecgjax import cli
 
 _EXPORT = flags.DEFINE_multi_string("export", [], "export directory (WORKDIR/export); "
                                     "repeat to fuse several encoders")
@@ -152,7 +154,7 @@ def main(argv):
     logging.info("%s probe over %d split(s) in %.1fs", _PROBE.value, len(splits),
                  time.perf_counter() - t0)
   except (ValueError, OSError) as e:
-    raise SystemExit(f"probe.py: error: {e}") from None
+    cli.fail(str(e))
 
   meta = {
       "title": f"{_PROBE.value} probe of {', '.join(inp.names)}",
@@ -181,7 +183,7 @@ def main(argv):
       r["label_efficiency"] = experiment.label_efficiency(
           table, inp.blocks, splits, sizes, probe=_PROBE.value, min_positives=_MIN_POS.value)
   except (ValueError, OSError) as e:
-    raise SystemExit(f"probe.py: error: {e}") from None
+    cli.fail(str(e))
 
   print(report_lib.text_table(
       r, title=f"{_PROBE.value} probe, {protocol}: {meta['n_train']} train / "
@@ -198,4 +200,4 @@ def main(argv):
 
 
 if __name__ == "__main__":
-  app.run(main)
+  cli.run(main)

@@ -11,7 +11,9 @@ report.md and the PNG figures.
 
 import json
 
-from absl import app, flags
+from absl import flags
+
+from ecgjax import cli
 
 _PREDICTIONS = flags.DEFINE_string("predictions", None, "predictions CSV")
 _REPORT = flags.DEFINE_string("report", None, "directory for report.json, report.md, PNGs")
@@ -43,7 +45,7 @@ def main(argv):
                                "protocol": "predictions",
                                "predictions_file": _PREDICTIONS.value})
   except (ValueError, OSError) as e:
-    raise SystemExit(f"report.py: error: {e}") from None
+    cli.fail(str(e))
   print(report_lib.text_table(r, title=f"{_PREDICTIONS.value}: {r['n_rows']} predictions of "
                                        f"{r['n_records']} records"))
   if _REPORT.value:
@@ -55,4 +57,4 @@ def main(argv):
 
 
 if __name__ == "__main__":
-  app.run(main)
+  cli.run(main)

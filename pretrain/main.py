@@ -6,9 +6,7 @@
 Rerunning the same command in the same workdir resumes from the newest checkpoint.
 """
 
-import sys
-
-from absl import app
+from ecgjax import cli
 
 from ecgjax import launch
 
@@ -19,7 +17,6 @@ FLAGS = launch.define_flags("configs/<name>.py[:args]",
 def main(argv):
   del argv
   # Imported here so grain's spawned workers, which re-import this file, stay light.
-  from ecgjax import data
   from ecgjax.interop import conversion, pretraining, torch_io
   from ecgjax.train import loop
   launch.setup_process(FLAGS)
@@ -28,13 +25,10 @@ def main(argv):
   except (conversion.ConversionError, torch_io.CheckpointError,
           pretraining.InitFromError) as e:
     # config.init_from that does not fit: the full key report, no traceback.
-    print(f"error: config.init_from: {e}", file=sys.stderr)
-    sys.exit(2)
-  except data.TooManyBadRecordsError as e:
-    # Every process stops at the same step, after saving it: fix the data, rerun to resume.
-    print(f"error: {e}", file=sys.stderr)
-    sys.exit(2)
+    cli.fail(f"config.init_from: {e}")
+  # Any other ecgjax.errors.UserError (a bad data spec, too many bad records: every process
+  # stops at the same step after saving it) is one line and exit 2 through cli.run.
 
 
 if __name__ == "__main__":
-  app.run(main)
+  cli.run(main)

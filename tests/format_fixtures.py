@@ -14,7 +14,7 @@ import re
 import numpy as np
 import scipy.io
 
-from ecgjax.data import leads as leads_lib
+from ecgjax import leads as leads_lib
 
 
 def encode(digital: np.ndarray, fmt: int) -> bytes:

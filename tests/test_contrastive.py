@@ -11,7 +11,7 @@ import pytest
 from configs import hybrid as hybrid_config
 from ecgjax.objectives import contrastive as con
 from ecgjax.objectives import hybrid
-from ecgjax.train import export as export_lib
+from ecgjax import export as export_lib
 from ecgjax.train import loop, mesh as mesh_lib, optim, step as step_lib
 
 B, LEADS, T, VIEW = 16, 2, 1000, 750
@@ -250,13 +250,14 @@ def test_hybrid_export_is_embeddable_at_its_view_length(tmp_path):
   from configs import hybrid as hybrid_config
   from ecgjax import data
   from ecgjax.eval import embed
-  from ecgjax.train import export as export_lib, loop
+  from ecgjax import export as export_lib
+  from ecgjax.train import loop
   c = hybrid_config.get_config("variant=mu,preset=hybrid,runlocal")
   c.data, c.batch_size, c.total_steps, c.log_every_steps = "synthetic:16?seed=2", 8, 1, 1
   c.checkpoint_every_steps, c.data_workers = 1, 0
   loop.train(c, str(tmp_path))
   exp = export_lib.load_export(str(tmp_path / "export"))
-  assert exp.preprocessing.samples == c.view_samples
+  assert exp.contract.samples == c.view_samples
   out = embed.embed_source(exp, data.open_source("synthetic:4?seed=9"), batch_size=4,
                            progress=False)
   assert out["embeddings"].shape == (4, exp.dim)

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from ecgjax import data
-from ecgjax.data import leads as leads_lib
+from ecgjax import leads as leads_lib
 from ecgjax.data import sources
 from ecgjax.data import specs
 
@@ -70,15 +70,18 @@ def test_unknown_key_error_names_key_spec_and_allowed():
     assert allowed in msg
 
 
-def test_unknown_format_lists_known_ones():
+def test_unknown_format_lists_known_ones(tmp_path):
   with pytest.raises(ValueError, match=r"unknown data format 'nosuch'.*npy.*synthetic"):
     data.open_source("nosuch:/x")
-  with pytest.raises(ValueError, match="cannot detect"):
+  with pytest.raises(ValueError, match="no such file or directory '/data/somewhere'"):
     data.open_source("/data/somewhere")
+  (tmp_path / "notes.xyz").write_text("hello")
+  with pytest.raises(ValueError, match="cannot detect"):
+    data.open_source(str(tmp_path / "notes.xyz"))
 
 
 def test_register_format_is_one_decorated_function():
-  @specs.register_format("test_const", options={"n": specs.Option(int, 3)})
+  @specs.register_format("test_const", options={"n": specs.Option(int, 3)}, reads_path=False)
   def _open(spec, *, n):
     return data.SyntheticSource(n, seed=5, spec=spec)
 
@@ -156,7 +159,7 @@ def test_npy_source(tmp_path):
   assert meta["labels"].shape == (5, 0)
   # Auto-detected from the suffix; picklable without copying the memmap.
   auto = data.open_source(f"{path}?fs=250")
-  assert isinstance(auto, sources.NpySource)
+  assert isinstance(auto, data.NpySource)
   assert len(pickle.dumps(auto)) < arr.nbytes
   np.testing.assert_array_equal(pickle.loads(pickle.dumps(auto))[1]["signal"],
                                 arr[1].astype(np.float32))

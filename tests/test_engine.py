@@ -9,6 +9,7 @@ import numpy as np
 import optax
 import pytest
 
+from ecgjax.objectives import base
 from ecgjax.train import loop, mesh as mesh_lib, optim, step as step_lib
 from tests import helpers
 
@@ -174,3 +175,57 @@ def test_config_augmentation_reaches_the_pipeline(tmp_path):
   c.augment = "mixup"
   with pytest.raises(ValueError, match="config.augment='mixup'"):
     loop.train(c, str(tmp_path / "bad"))
+
+
+class _MaskedRatioObjective(helpers.QuadraticObjective):
+  """Least squares per present lead, averaged over the present leads of the batch: a ratio
+  loss (sum / count) as the MAE's is, reporting its count."""
+
+  def loss(self, params, collections, batch, rng, step):
+    del rng, step
+    per_lead = (params["w"][0] * batch["signal"].mean(-1) - 1.0) ** 2  # (B, leads)
+    mask = batch["lead_mask"]
+    count = mask.sum()
+    loss = (per_lead * mask).sum() / jnp.maximum(count, 1.0)
+    return loss, base.LossAux(terms={"fit": loss}, metrics={}, collections=collections,
+                              weight=count)
+
+
+def test_accumulation_averages_ratio_losses_over_the_global_batch():
+  # Micro-batches whose records lack different leads hold different counts: a mean of their
+  # ratios would weigh their leads unequally; the engine weighs each by its count instead.
+  obj = _MaskedRatioObjective()
+  c = helpers.tiny_stmem_config(base_lr=0.1, batch_size=256, warmup_steps=0)
+  rng = np.random.default_rng(0)
+  signal = rng.normal(size=(8, 12, 10)).astype(np.float32) + 0.5
+  lead_mask = np.ones((8, 12), np.float32)
+  # Micro-batch i of 4 holds rows i and i + 4: give them 1, 3, 6 and 12 leads.
+  for i, n in enumerate((1, 3, 6, 12)):
+    lead_mask[[i, i + 4], n:] = 0.0
+  batch = {"signal": signal * lead_mask[:, :, None], "lead_mask": lead_mask}
+  tx, _ = optim.make_optimizer(c, jax.eval_shape(
+      lambda: obj.init(jax.random.PRNGKey(0), batch)[0]), obj.frozen_patterns)
+  m = mesh_lib.make_mesh(jax.devices()[:2])
+  out = {}
+  for accum in (1, 4):
+    state = step_lib.init_state(obj, tx, batch, seed=0)
+    fn = jax.jit(step_lib.make_train_step(obj, tx, m, accum_steps=accum))
+    for _ in range(2):
+      state, metrics = fn(state, mesh_lib.to_global(batch, m))
+    out[accum] = (float(metrics["loss"]), np.asarray(state["params"]["w"]))
+  assert out[4][0] == pytest.approx(out[1][0], rel=1e-5)
+  np.testing.assert_allclose(out[4][1], out[1][1], rtol=1e-5, atol=1e-7)
+
+
+def test_mae_reports_its_masked_patch_count_as_the_ratio_weight():
+  from ecgjax import objectives  # pylint: disable=g-import-not-at-top
+  c = helpers.tiny_stmem_config()
+  obj = objectives.build(c)
+  x = np.random.default_rng(1).normal(size=(2, 12, 2250)).astype(np.float32)
+  lead_mask = np.ones((2, 12), np.float32)
+  lead_mask[0, 6:] = 0.0
+  batch = {"signal": x, "lead_mask": lead_mask, "index": np.arange(2, dtype=np.int32)}
+  params, coll = obj.init(jax.random.PRNGKey(0), batch)
+  _, aux = obj.loss(params, coll, batch, jax.random.PRNGKey(1), jnp.zeros((), jnp.int32))
+  # 23 of 30 patches masked per present lead: 18 present leads.
+  assert float(aux.weight) == 18 * 23

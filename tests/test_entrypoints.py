@@ -13,7 +13,7 @@ import pytest
 
 from ecgjax import data, models
 from ecgjax.eval import embed
-from ecgjax.train import export as export_lib
+from ecgjax import export as export_lib
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -68,7 +68,7 @@ def test_export_load_embed_round_trip(pretrained):
   exp = export_lib.load_export(os.path.join(workdir, "export"))
   assert exp.config["model"] == "st_mem" and exp.config["variant"] == "mu"
   assert exp.dim == 64
-  pre = exp.preprocessing
+  pre = data.Preprocessing.of(exp.contract)
   assert (pre.fs, pre.samples) == (250.0, 2250)
   src = data.open_source("synthetic:3?seed=9")
   x = np.stack([pre(src[i]) for i in range(3)])
@@ -136,8 +136,8 @@ def test_pretrain_on_the_shared_corpus_exports_its_preprocessing(shared_dir, tmp
                "--config.vis_every_steps=0"])
   assert proc.returncode == 0, proc.stderr[-3000:]
   exp = export_lib.load_export(str(tmp_path / "export"))
-  assert exp.preprocessing.standardize == "per_lead"
-  assert tuple(exp.preprocessing.bandpass) == (0.5, 40.0)
+  assert exp.contract.standardize == "per_lead"
+  assert tuple(exp.contract.bandpass) == (0.5, 40.0)
   assert exp.config["training"]["data"].startswith("npy:")
 
 

@@ -42,6 +42,6 @@ def test_cli_names_an_export_of_another_model(export_dir, tmp_path):
                         ("finetune/embed.py", ["--data", "synthetic:8", "--out",
                                                str(tmp_path / "e.npz")])):
     proc = _run(script, "--export", str(bad), *extra)
-    assert proc.returncode == 1 and "Traceback" not in proc.stderr, proc.stderr[-2000:]
+    assert proc.returncode == 2 and "Traceback" not in proc.stderr, proc.stderr[-2000:]
     assert "is incompatible with the model its config names (st_mem S/75" in proc.stderr
     assert "parameter(s)" in proc.stderr and "with another shape" in proc.stderr

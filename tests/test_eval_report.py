@@ -137,7 +137,7 @@ def test_report_cli_round_trip_on_a_predictions_csv(tmp_path):
   assert "curves" not in out
   assert (tmp_path / "rep" / "report.md").exists() and (tmp_path / "rep" / "roc_pr.png").exists()
   proc = _run("finetune/report.py", "--predictions", str(tmp_path / "none.csv"))
-  assert proc.returncode == 1 and "no such predictions file" in proc.stderr
+  assert proc.returncode == 2 and "no such predictions file" in proc.stderr
   assert "Traceback" not in proc.stderr
 
 
@@ -183,7 +183,7 @@ def test_probe_cli_split_folds_with_label_efficiency(files, tmp_path):
 ])
 def test_probe_cli_bad_input_is_one_clear_line(files, args, message):
   proc = _run("finetune/probe.py", *[a.format(**files) for a in args])
-  assert proc.returncode == 1, proc.stdout[-2000:]
+  assert proc.returncode == 2, proc.stdout[-2000:]
   assert "Traceback" not in proc.stderr
   last = proc.stderr.strip().splitlines()[-1]
   assert last.startswith("probe.py: error:")

@@ -6,7 +6,7 @@ import numpy as np
 import optax
 import pytest
 
-from ecgjax.finetune import losses, pcgrad, weighting
+from ecgjax.objectives import losses, pcgrad, weighting
 from ecgjax.train import mesh as mesh_lib
 from ecgjax.train import step as step_lib
 from tests.helpers import QuadraticObjective

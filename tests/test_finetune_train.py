@@ -11,10 +11,10 @@ import pytest
 from ecgjax import data, objectives
 from ecgjax.data import sources
 from ecgjax.eval import predictions as pred_lib
-from ecgjax.finetune import model as model_lib
-from ecgjax.finetune import objective as objective_lib
+from ecgjax.objectives import classifier as model_lib
+from ecgjax.objectives import supervised as objective_lib
 from ecgjax.finetune import trainer
-from ecgjax.train import tree
+from ecgjax import tree
 
 # One device: the trainer's multi-device path runs in test_entrypoints; here compile time rules.
 DEVICES = jax.devices()[:1]
@@ -199,7 +199,7 @@ def test_layer_decay_scales_transformer_layers():
 
 def test_export_backbone_gets_a_new_head_and_pretrained_weights(tmp_path):
   from ecgjax import models
-  from ecgjax.train import export as export_lib
+  from ecgjax import export as export_lib
   enc = models.build_model("st_mem_encoder", "mu", seq_len=300, patch_size=75)
   x = jnp.zeros((1, 12, 300))
   p = jax.jit(enc.init)(jax.random.PRNGKey(3), x)["params"]

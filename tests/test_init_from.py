@@ -133,7 +133,7 @@ def test_pretrain_loop_reads_init_from_and_reports_every_key(tmp_path):
   path = tmp_path / "ecg_fm_pretrain.pt"
   torch.save({"cfg": {"model": {"encoder_attention_heads": 2}}, "model": net.state_dict(),
               "optimizer_history": [{"num_updates": 10}], "extra_state": {"epoch": 1}}, path)
-  from ecgjax.train import export as export_lib  # pylint: disable=g-import-not-at-top
+  from ecgjax import export as export_lib  # pylint: disable=g-import-not-at-top
   from ecgjax.train import loop  # pylint: disable=g-import-not-at-top
   c = _config("wav2vec2", steps=0)
   c.recipe = "wav2vec2"

@@ -18,7 +18,7 @@ from ecgjax import eval as eval_lib
 from ecgjax.interop import conversion
 from ecgjax.interop.__main__ import main as cli_main
 from ecgjax.interop import state as state_lib
-from ecgjax.train import export as export_lib
+from ecgjax import export as export_lib
 from tests.helpers import rel_err
 
 REPO = pathlib.Path(__file__).resolve().parents[1]
@@ -45,7 +45,7 @@ def _check_embeddings(export_dir, forward) -> float:
   source = data.open_source(SYNTHETIC)
   n_crops = eval_lib.default_n_crops(export, source)
   got = eval_lib.embed_source(export, source, batch_size=2, n_crops=n_crops, progress=False)
-  pp = export.preprocessing
+  pp = data.Preprocessing.of(export.contract)
   crops = [pp.views_of(pp.prepare(source[i])[0], n_crops) for i in range(len(source))]
   want = np.stack([forward(c).mean(0) for c in crops])
   assert got["embeddings"].shape == want.shape
@@ -125,7 +125,7 @@ def test_ecg_fm_cli_to_embeddings_and_failures(tmp_path, capsys):
   bad = tmp_path / "bad.pt"
   torch.save({"cfg": cfg, "model": state}, bad)
   capsys.readouterr()
-  assert cli_main(["convert", "--from", "ecg-fm", str(bad), str(tmp_path / "bad_export")]) == 1
+  assert cli_main(["convert", "--from", "ecg-fm", str(bad), str(tmp_path / "bad_export")]) == 2
   res = capsys.readouterr()
   assert "MISSING" in res.err and "encoder.layers.1.final_layer_norm.weight" in res.err
   assert not (tmp_path / "bad_export").exists()
@@ -154,7 +154,7 @@ def test_loading_never_runs_pickled_code(tmp_path):
   with pytest.raises(torch_io.CheckpointError, match="cannot be loaded safely.*pathlib"):
     torch_io.load_checkpoint(str(path))
   assert not marker.exists()
-  assert cli_main(["convert", "--from", "ecgfounder", str(path), str(tmp_path / "out")]) == 1
+  assert cli_main(["convert", "--from", "ecgfounder", str(path), str(tmp_path / "out")]) == 2
   assert not marker.exists() and not (tmp_path / "out").exists()
   # Plain data beside the tensors (fairseq's argparse args, NumPy scalars) is fine.
   import argparse  # pylint: disable=g-import-not-at-top
@@ -205,7 +205,7 @@ class NoTorch(importlib.abc.MetaPathFinder):
 sys.meta_path.insert(0, NoTorch())  # any import of torch now fails
 from ecgjax import data, eval as eval_lib
 from ecgjax.interop import torch_io
-from ecgjax.train import export as export_lib
+from ecgjax import export as export_lib
 exp = export_lib.load_export({str(tmp_path / "export")!r})
 eval_lib.check_export(exp)
 d = eval_lib.embed_source(exp, data.open_source({SYNTHETIC!r}), batch_size=3, progress=False)

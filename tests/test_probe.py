@@ -115,7 +115,7 @@ def test_embeddings_npz_round_trip(tmp_path):
 def _save_mu_export(directory, leads=None) -> str:
   from ecgjax import models
   from ecgjax.data import transforms
-  from ecgjax.train import export as export_lib
+  from ecgjax import export as export_lib
   module = models.build_model("st_mem_encoder", "mu")
   # jit: an un-jitted init dispatches op by op and takes seconds.
   params = jax.jit(module.init)(jax.random.PRNGKey(0),
@@ -131,7 +131,7 @@ def _save_mu_export(directory, leads=None) -> str:
 @pytest.fixture(scope="module")
 def mu_export(tmp_path_factory):
   """A random-init mu ST-MEM encoder exported like pretraining exports it."""
-  from ecgjax.train import export as export_lib
+  from ecgjax import export as export_lib
   return export_lib.load_export(_save_mu_export(tmp_path_factory.mktemp("run") / "export"))
 
 
@@ -153,7 +153,7 @@ def test_embed_source_carries_ids_labels_and_ignores_padding(mu_export):
   np.testing.assert_array_equal(d["labels"], meta["labels"])
   assert tuple(d["label_names"]) == NAMES
   # The padded last batch gives what the encoder gives those records on their own.
-  x = np.stack([mu_export.preprocessing(source[i]) for i in range(16, 20)])
+  x = np.stack([data.Preprocessing.of(mu_export.contract)(source[i]) for i in range(16, 20)])
   np.testing.assert_allclose(d["embeddings"][16:], _direct(mu_export, x), atol=1e-5)
   assert not np.allclose(d["embeddings"][0], d["embeddings"][1])
 
@@ -162,18 +162,18 @@ def test_embed_source_averages_crop_embeddings(mu_export):
   from ecgjax import data
   source = data.open_source("synthetic:3?seed=4")  # 10 s at 250 Hz: 2500 samples
   d = eval_lib.embed_source(mu_export, source, n_crops=3, progress=False)
-  crops = mu_export.preprocessing.crops(source[1], 3)  # starts 0, 125, 250
+  crops = data.Preprocessing.of(mu_export.contract).crops(source[1], 3)  # starts 0, 125, 250
   assert crops.shape == (3, 12, 2250)
   np.testing.assert_allclose(d["embeddings"][1], _direct(mu_export, crops).mean(0), atol=1e-5)
 
 
 def test_embed_source_passes_lead_indices_for_a_lead_subset(tmp_path):
   from ecgjax import data
-  from ecgjax.train import export as export_lib
+  from ecgjax import export as export_lib
   export = export_lib.load_export(_save_mu_export(tmp_path / "export", leads=("I", "V2")))
   source = data.open_source("synthetic:2?seed=5")
   d = eval_lib.embed_source(export, source, progress=False)
-  x = np.stack([export.preprocessing(source[i]) for i in range(2)])
+  x = np.stack([data.Preprocessing.of(export.contract)(source[i]) for i in range(2)])
   assert x.shape == (2, 2, 2250)
   # V2 must keep V2's lead embedding (index 7), not lead II's (index 1).
   np.testing.assert_allclose(d["embeddings"], _direct(export, x, lead_idx=np.array([0, 7])),

@@ -12,7 +12,7 @@ from scipy import signal as sps
 from ecgjax import data, interop
 from ecgjax import eval as eval_lib
 from ecgjax.data import sources as sources_lib
-from ecgjax.train import export as export_lib
+from ecgjax import export as export_lib
 from tests import reference_pipelines as ref
 from tests import format_fixtures
 from tests.helpers import rel_err

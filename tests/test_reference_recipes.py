@@ -10,13 +10,13 @@ import numpy as np
 import pytest
 
 from ecgjax import data, models
-from ecgjax.finetune import model as model_lib
-from ecgjax.finetune import objective as objective_lib
+from ecgjax.objectives import classifier as model_lib
+from ecgjax.objectives import supervised as objective_lib
 from ecgjax.finetune import trainer
 from ecgjax.objectives import wav2vec2
-from ecgjax.train import export as export_lib
+from ecgjax import export as export_lib
 from ecgjax.train import optim
-from ecgjax.train import tree
+from ecgjax import tree
 
 
 def _np_cos(a, b):

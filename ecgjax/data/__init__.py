@@ -1,6 +1,7 @@
 """Data layer: spec -> source -> per-record transforms -> grain batches."""
 
-from ecgjax.data.leads import (
+from ecgjax import leads
+from ecgjax.leads import (
     LEADS_12,
     LIMB_LEADS,
     PRECORDIAL_LEADS,
@@ -20,7 +21,6 @@ from ecgjax.data.specs import (
 from ecgjax.data.sources import (
     BadRecordError,
     LeadSelectedSource,
-    NpySource,
     Record,
     Source,
     SubsetSource,
@@ -28,8 +28,8 @@ from ecgjax.data.sources import (
     open_source,
     select_folds,
 )
-from ecgjax.data.synthetic import LABEL_NAMES as SYNTHETIC_LABELS
-from ecgjax.data.synthetic import SyntheticSource, generate_record
+from ecgjax.data.formats.synthetic import LABEL_NAMES as SYNTHETIC_LABELS
+from ecgjax.data.formats.synthetic import SyntheticSource, generate_record
 from ecgjax.data.transforms import (
     Preprocessing,
     bandpass,
@@ -41,11 +41,14 @@ from ecgjax.data.transforms import (
     st_mem_preprocessing,
     standardize,
 )
+from ecgjax.data.formats.npy import NpySource
 from ecgjax.data.formats.prepared import (
     PreparedMismatchError,
     PreparedSource,
     prepare_record,
 )
+from ecgjax.data import batch
+from ecgjax.data.batch import check_batch, example_batch, train_example
 from ecgjax.data.eval_pipeline import eval_batches
 from ecgjax.data.pipeline import (
     TooManyBadRecordsError,

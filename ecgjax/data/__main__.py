@@ -15,8 +15,10 @@ from __future__ import annotations
 import json
 import sys
 
-from absl import app
 from absl import flags
+
+from ecgjax import cli
+from ecgjax.errors import UserError
 
 _JSON = flags.DEFINE_bool(
     "json", False, "inspect: print the summary as one JSON object (last line)")
@@ -48,7 +50,7 @@ _OVERWRITE = flags.DEFINE_bool("overwrite", False, "prepare: replace an existing
 _USAGE = __doc__.split("\n\n")[1]
 
 
-class UsageError(Exception):
+class UsageError(UserError):
   """A mistake in the command line or spec: one line, exit status 2."""
 
 
@@ -146,10 +148,10 @@ def main(argv: list[str]) -> int:
       raise UsageError(f"usage:\n{_USAGE}")
     commands[args[0]][1](*args[1:])
   except UsageError as e:
-    print(f"error: {e}", file=sys.stderr)
+    print(f"{cli.program_name()}: error: {e}", file=sys.stderr)
     return 2
   return 0
 
 
 if __name__ == "__main__":
-  app.run(main)
+  cli.run(main)

@@ -16,9 +16,7 @@ import numpy as np
 from scipy import ndimage
 from scipy import signal as sp_signal
 
-RESAMPLE_METHODS = ("fft", "poly", "linear", "linear_span")
-BANDPASS_DESIGNS = ("cascade", "butter_ba")
-BASELINE_METHODS = ("reflect", "medfilt")
+from ecgjax.contract import BANDPASS_DESIGNS, BASELINE_METHODS, RESAMPLE_METHODS
 
 
 def _float_like(x: np.ndarray) -> np.dtype:

@@ -53,6 +53,7 @@ from ecgjax.data import sources as sources_lib
 from ecgjax.data import transforms
 from ecgjax.data.formats.prepared import PreparedMismatchError  # pylint: disable=unused-import
 from ecgjax.data.formats.prepared import prepare_record
+from ecgjax.errors import UserError
 
 Batch = dict[str, np.ndarray]
 # (x float32 (leads, samples), rng) -> x: applied after the crop, before finish.
@@ -70,7 +71,7 @@ MIN_RECORDS_CHECKED = 100
 CHUNK = 16
 
 
-class TooManyBadRecordsError(RuntimeError):
+class TooManyBadRecordsError(UserError, RuntimeError):
   """More bad records than `max_bad_fraction` allows; names the count and examples."""
 
 

@@ -21,7 +21,8 @@ import re
 from typing import Any
 import urllib.parse
 
-from ecgjax.data import leads as leads_lib
+from ecgjax import leads as leads_lib
+from ecgjax.errors import SpecError
 
 # Two or more characters, so a Windows drive letter ("C:\data") reads as a path.
 _FORMAT_RE = re.compile(r"^([A-Za-z][A-Za-z0-9_\-]+):(.*)$", re.DOTALL)
@@ -71,7 +72,7 @@ def parse_spec(spec: str | DataSpec) -> DataSpec:
     raise TypeError(f"data spec must be a string, got {type(spec).__name__}")
   text = spec.strip()
   if not text:
-    raise ValueError("empty data spec")
+    raise SpecError("empty data spec")
   m = _FORMAT_RE.match(text)
   fmt, rest = (m.group(1).lower(), m.group(2)) if m else ("auto", text)
   raw_path, _, query = rest.partition("?")
@@ -82,11 +83,11 @@ def parse_spec(spec: str | DataSpec) -> DataSpec:
     key, eq, value = part.partition("=")
     key = urllib.parse.unquote(key).strip()
     if not eq or not key:
-      raise ValueError(
+      raise SpecError(
           f"data spec {spec!r}: option {part!r} is not of the form key=value"
       )
     if key in options:
-      raise ValueError(f"data spec {spec!r}: option {key!r} given twice")
+      raise SpecError(f"data spec {spec!r}: option {key!r} given twice")
     options[key] = urllib.parse.unquote(value)
   return DataSpec(fmt, urllib.parse.unquote(raw_path), options)
 
@@ -162,6 +163,8 @@ class FormatInfo:
   help: str = ""
   # detect(path) -> True when `auto:PATH` (or a bare path) is in this format.
   detect: Callable[[str], bool] | None = None
+  # False for formats whose "path" is not a file or directory ("synthetic:1000").
+  reads_path: bool = True
 
   @property
   def all_options(self) -> dict[str, Option]:
@@ -177,20 +180,22 @@ def register_format(
     options: Mapping[str, Option] | None = None,
     help: str = "",  # pylint: disable=redefined-builtin
     detect: Callable[[str], bool] | None = None,
+    reads_path: bool = True,
 ) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
   """Decorator registering `factory(spec, **options) -> Source` for a format.
 
   The factory receives the options it declares, parsed (defaults filled in).
   Declaring a common option (e.g. "leads") hands it to the factory, which then
   owns its meaning; otherwise common options are applied by `open_source`.
-  `detect(path)` lets `auto:PATH` recognise the format (cheap checks only).
+  `detect(path)` lets `auto:PATH` recognise the format (cheap checks only); `reads_path`
+  False says the path is not a file or directory (so `open_source` does not check it exists).
   """
   name = name.lower()
 
   def decorator(factory: Callable[..., Any]) -> Callable[..., Any]:
     if name in _REGISTRY and _REGISTRY[name].factory is not factory:
       raise ValueError(f"data format {name!r} is registered twice")
-    _REGISTRY[name] = FormatInfo(name, factory, dict(options or {}), help, detect)
+    _REGISTRY[name] = FormatInfo(name, factory, dict(options or {}), help, detect, reads_path)
     return factory
 
   return decorator
@@ -206,7 +211,7 @@ def get_format(name: str) -> FormatInfo:
   try:
     return _REGISTRY[name.lower()]
   except KeyError:
-    raise ValueError(
+    raise SpecError(
         f"unknown data format {name!r}; known formats: "
         f"{', '.join(known_formats()) or '(none registered)'}"
     ) from None
@@ -218,7 +223,7 @@ def parse_options(
   """Parses `spec.options` against declared options; every declared key gets a value."""
   unknown = [k for k in spec.options if k not in options]
   if unknown:
-    raise ValueError(
+    raise SpecError(
         f"data spec {str(spec)!r}: unknown option {unknown[0]!r} for format "
         f"{spec.format!r}; allowed: {', '.join(sorted(options))}"
     )
@@ -231,7 +236,7 @@ def parse_options(
     try:
       parsed[key] = opt.parse(raw)
     except (ValueError, TypeError) as e:
-      raise ValueError(
+      raise SpecError(
           f"data spec {str(spec)!r}: bad value {key}={raw!r}: {e}"
       ) from None
   return parsed

@@ -20,7 +20,8 @@ import re
 import numpy as np
 import scipy.io
 
-from ecgjax.data import leads as leads_lib
+from ecgjax import leads as leads_lib
+from ecgjax.errors import UserError
 
 # WFDB's gain when a header gives none or 0 ("uncalibrated"): ADC units per mV.
 DEFAULT_GAIN = 200.0
@@ -66,7 +67,7 @@ _FS_RE = re.compile(r"^([\d.]+(?:[eE][-+]?\d+)?)(?:/.*)?$")
 _INFO_RE = re.compile(r"^\s*([A-Za-z][\w \-]*?)\s*:\s*(.*?)\s*$")
 
 
-class WfdbError(ValueError):
+class WfdbError(UserError, ValueError):
   """A WFDB header or signal file that cannot be read; the message names the file."""
 
 

@@ -23,6 +23,7 @@ import inspect
 import json
 import os
 import sys
+from collections.abc import Callable, Iterable
 from typing import Any
 
 import jax
@@ -30,15 +31,17 @@ import jax.numpy as jnp
 import numpy as np
 import tqdm
 from absl import logging
+from jax.sharding import Mesh
 
 from ecgjax import data as data_lib
-from ecgjax.data import leads as leads_lib
+from ecgjax import leads as leads_lib
+from ecgjax.train import mesh as mesh_lib
 
 EMBEDDING_KEYS: tuple[str, ...] = (
     "embeddings", "record_id", "patient_id", "fold", "labels", "label_names")
 
 
-def _lead_idx(export: Any) -> tuple[int, ...] | None:
+def lead_idx_of(export: Any) -> tuple[int, ...] | None:
   """Canonical lead indices when the contract feeds a lead subset (or another order)."""
   leads = export.config["input"].get("leads")
   if not leads:
@@ -47,12 +50,11 @@ def _lead_idx(export: Any) -> tuple[int, ...] | None:
   return None if names == leads_lib.LEADS_12 else tuple(leads_lib.lead_indices(names).tolist())
 
 
-@functools.lru_cache(maxsize=8)
-def _cached_embed_fn(module_name: str, variant: str, overrides_json: str,
-                     lead_idx: tuple[int, ...] | None):
-  # Keyed by the encoder description, not the Export object, so embedding the train and
-  # the test split with one export compiles once; params are an argument, not a constant.
-  from ecgjax import models
+def _encoder_apply(module_name: str, variant: str, overrides_json: str,
+                   lead_idx: tuple[int, ...] | None) -> Callable[..., jax.Array]:
+  """`(params, x (B, views, leads, T), view_mask (B, views) | None) -> (B, dim)` (not jitted):
+  the mean of each record's real views."""
+  from ecgjax import models  # pylint: disable=g-import-not-at-top
   module = models.build_model(module_name, variant, **json.loads(overrides_json))
   kwargs = {}
   if lead_idx is not None:
@@ -61,7 +63,6 @@ def _cached_embed_fn(module_name: str, variant: str, overrides_json: str,
                        f"order of the 12) but {module_name} takes no lead_idx")
     kwargs["lead_idx"] = np.asarray(lead_idx, np.int32)
 
-  @jax.jit
   def fn(params, x, view_mask=None):
     b, c = x.shape[:2]
     emb, _ = module.apply({"params": params}, x.reshape((b * c,) + x.shape[2:]), **kwargs)
@@ -74,13 +75,64 @@ def _cached_embed_fn(module_name: str, variant: str, overrides_json: str,
   return fn
 
 
-def make_embed_fn(export: Any):
+@functools.lru_cache(maxsize=8)
+def _cached_embed_fn(module_name: str, variant: str, overrides_json: str,
+                     lead_idx: tuple[int, ...] | None):
+  # Keyed by the encoder description, not the Export object, so embedding the train and
+  # the test split with one export compiles once; params are an argument, not a constant.
+  return jax.jit(_encoder_apply(module_name, variant, overrides_json, lead_idx))
+
+
+def make_embed_fn(export: Any) -> Callable[..., jax.Array]:
   """Jitted `(params, x (B, views, leads, samples), view_mask (B, views) | None) -> (B, dim)`:
-  the mean of each record's real views (crops or segments)."""
+  the mean of each record's real views (crops or segments), on the default device."""
   enc = export.config["encoder"]
   return _cached_embed_fn(enc["module"], export.config["variant"],
                           json.dumps(enc.get("overrides", {}), sort_keys=True),
-                          _lead_idx(export))
+                          lead_idx_of(export))
+
+
+def mesh_embed_fn(module_name: str, variant: str, overrides_json: str,
+                  lead_idx: tuple[int, ...] | None, mesh: Mesh) -> Callable[..., jax.Array]:
+  """The embedding function jitted for `mesh`: batch rows split over its devices, the
+  embeddings returned replicated (every process can read them); params keep their sharding."""
+  return jax.jit(_encoder_apply(module_name, variant, overrides_json, lead_idx),
+                 out_shardings=mesh_lib.replicated(mesh))
+
+
+def mesh_batch_size(requested: int, mesh: Mesh) -> int:
+  """`requested` rows rounded up to a multiple of the mesh's device count (>= one per device)."""
+  n = mesh.devices.size
+  return max(n, -(-int(requested) // n) * n)
+
+
+def embed_batches(fn: Callable[..., jax.Array], params: Any, batches: Iterable[dict[str, Any]],
+                  mesh: Mesh, *, progress: Any = None) -> dict[str, np.ndarray]:
+  """Embeds eval batches (`data.eval_batches`, rows a multiple of the mesh's devices) on the
+  mesh: every process holds the same batch and feeds its slice of the rows; returns the
+  valid rows' embeddings with their record_id, patient_id, fold and labels."""
+  n_proc, proc = jax.process_count(), jax.process_index()
+  pending = []
+  for batch in batches:
+    rows = batch["signal"].shape[0]
+    local = rows // n_proc
+    part = {k: batch[k][proc * local:(proc + 1) * local] for k in ("signal", "view_mask")}
+    part = mesh_lib.to_global(part, mesh)
+    # Dispatch is asynchronous: the encoder runs while the next batch is being loaded;
+    # results are read back after the loop.
+    pending.append((fn(params, part["signal"], part["view_mask"]), batch))
+    if progress is not None:
+      progress.update(int(batch["valid"].sum()))
+  out: dict[str, list[np.ndarray]] = {k: [] for k in ("embeddings", "record_id", "patient_id",
+                                                      "fold", "labels")}
+  for emb, batch in pending:
+    valid = batch["valid"]
+    out["embeddings"].append(np.asarray(jax.device_get(emb), np.float32)[valid])
+    for k in ("record_id", "patient_id", "fold", "labels"):
+      out[k].append(batch[k][valid])
+  if not out["embeddings"]:
+    return {k: np.zeros((0,)) for k in out}
+  return {k: np.concatenate(v) for k, v in out.items()}
 
 
 # Crops the reference implementation of each model evaluates with (by export "model"). ECG-FM
@@ -95,7 +147,7 @@ def default_n_crops(export: Any, source: Any, *, probe_records: int = 3) -> int:
   rate); records that fail to load are passed over.
   """
   n_ref = REFERENCE_N_CROPS.get(str(export.config.get("model")), 1)
-  pp = export.preprocessing
+  pp = data_lib.Preprocessing.of(export.contract)
   if n_ref == 1 or not len(source) or pp.views == "segments":
     return 1
   picks = sorted({0, len(source) // 2, len(source) - 1})[:probe_records]
@@ -121,10 +173,10 @@ def check_export(export: Any) -> None:
     module = export.module
   except (ValueError, TypeError, KeyError) as e:
     raise ValueError(f"{where} names an encoder this ecgjax cannot build: {e}") from None
-  pp = export.preprocessing
+  pp = data_lib.Preprocessing.of(export.contract)
   shape = (1, len(pp.leads), pp.samples)
   kwargs = {}
-  idx = _lead_idx(export)
+  idx = lead_idx_of(export)
   if idx is not None:
     kwargs["lead_idx"] = np.asarray(idx, np.int32)
   try:
@@ -156,48 +208,45 @@ def check_export(export: Any) -> None:
 
 
 def embed_source(export: Any, source: Any, *, batch_size: int = 64, n_crops: int = 1,
-                 progress: bool = True, workers: int | None = None) -> dict[str, np.ndarray]:
-  """Embeds every record of `source` with `export`'s encoder; dict of `EMBEDDING_KEYS` arrays."""
+                 progress: bool = True, workers: int | None = None,
+                 mesh: Mesh | None = None) -> dict[str, np.ndarray]:
+  """Embeds every record of `source` with `export`'s encoder on the mesh (default: every
+  device); dict of `EMBEDDING_KEYS` arrays."""
   n = len(source)
   if n == 0:
     raise ValueError(f"{source!r} holds no records to embed")
   if batch_size < 1 or n_crops < 1:
     raise ValueError(f"batch_size ({batch_size}) and n_crops ({n_crops}) must be >= 1")
-  # A set smaller than one batch compiles for its own size instead of padding up.
-  batch_size = min(batch_size, n)
+  mesh = mesh_lib.make_mesh() if mesh is None else mesh
+  # A set smaller than one batch compiles for its own size instead of padding up; every
+  # device gets rows.
+  batch_size = mesh_batch_size(min(batch_size, n), mesh)
   workers = min(8, os.cpu_count() or 1) if workers is None else workers
-  fn = make_embed_fn(export)
-  params = jax.device_put(export.params)
+  enc = export.config["encoder"]
+  fn = mesh_embed_fn(enc["module"], export.config["variant"],
+                     json.dumps(enc.get("overrides", {}), sort_keys=True), lead_idx_of(export),
+                     mesh)
+  params = jax.device_put(export.params, mesh_lib.replicated(mesh))
   bad_before = data_lib.bad_record_count()
-  outputs, meta = [], {k: [] for k in ("record_id", "patient_id", "fold", "labels")}
   bar = tqdm.tqdm(total=n, unit="rec", desc=f"embed {source!r}", leave=False,
                   disable=not (progress and sys.stderr.isatty()))
-  batches = data_lib.eval_batches(source, export.preprocessing, batch_size=batch_size,
-                                  n_crops=n_crops, num_threads=workers)
+  batches = data_lib.eval_batches(source, data_lib.Preprocessing.of(export.contract),
+                                  batch_size=batch_size, n_crops=n_crops, num_threads=workers)
   with bar:
-    for batch in batches:
-      # Dispatch is asynchronous: the encoder runs while the next batch is being loaded;
-      # results are only read back after the loop.
-      valid = batch["valid"]
-      outputs.append((fn(params, batch["signal"], batch["view_mask"]), valid))
-      for k in meta:
-        meta[k].append(batch[k][valid])
-      bar.update(int(valid.sum()))
-    embeddings = [np.asarray(o)[valid] for o, valid in outputs]
+    d = embed_batches(fn, params, batches, mesh, progress=bar)
   skipped = data_lib.bad_record_count() - bad_before
   if skipped:
     logging.warning("%s: %d bad record(s) skipped (see the warnings above); %d embedded",
                     source, skipped, n - skipped)
-  if not embeddings or sum(len(e) for e in embeddings) == 0:
+  if not len(d["embeddings"]):
     raise ValueError(f"{source!r}: no record could be embedded (all {n} were bad)")
-  label_names = tuple(source.label_names)
   return {
-      "embeddings": np.concatenate(embeddings).astype(np.float32),
-      "record_id": np.concatenate(meta["record_id"]).astype(str),
-      "patient_id": np.concatenate(meta["patient_id"]).astype(str),
-      "fold": np.concatenate(meta["fold"]).astype(np.int64),
-      "labels": np.concatenate(meta["labels"]).astype(np.float32),
-      "label_names": np.array(label_names, dtype=str),
+      "embeddings": d["embeddings"].astype(np.float32),
+      "record_id": d["record_id"].astype(str),
+      "patient_id": d["patient_id"].astype(str),
+      "fold": d["fold"].astype(np.int64),
+      "labels": d["labels"].astype(np.float32),
+      "label_names": np.array(tuple(source.label_names), dtype=str),
   }
 
 

@@ -12,9 +12,10 @@ from collections.abc import Sequence
 import dataclasses
 
 import numpy as np
+from ecgjax.errors import UserError
 
 
-class FusionError(ValueError):
+class FusionError(UserError, ValueError):
   """Embedding sources that cannot be fused (records missing, duplicate ids...)."""
 
 

@@ -20,9 +20,10 @@ import numpy as np
 
 from ecgjax.eval import fusion
 from ecgjax.eval.experiment import Table
+from ecgjax.errors import UserError
 
 
-class InputError(ValueError):
+class InputError(UserError, ValueError):
   """Inputs that cannot be evaluated together; the message says which and why."""
 
 
@@ -117,7 +118,7 @@ def gather(*, exports: Sequence[str] = (), files: Sequence[str] = (), data: str 
   (table, test_mask) before any embedding (cheap label checks).
   """
   from ecgjax import eval as eval_lib  # pylint: disable=g-import-not-at-top
-  from ecgjax.train import export as export_lib  # pylint: disable=g-import-not-at-top
+  from ecgjax import export as export_lib  # pylint: disable=g-import-not-at-top
   if not exports and not files:
     raise InputError("nothing to probe: give --export and/or --embeddings")
   # Exports first: a wrong directory or an incompatible model fails before anything else.

@@ -16,12 +16,13 @@ import math
 import os
 
 import numpy as np
+from ecgjax.errors import UserError
 
 REQUIRED = ("record_id", "patient_id", "fold")
 OPTIONAL = ("repeat", "cv_fold")
 
 
-class PredictionsError(ValueError):
+class PredictionsError(UserError, ValueError):
   """A predictions table that cannot be read or evaluated; says which column/row."""
 
 

@@ -35,6 +35,7 @@ from sklearn import linear_model, model_selection, neural_network, preprocessing
 import threadpoolctl
 
 from ecgjax.eval import metrics
+from ecgjax.errors import UserError
 
 # Inverse regularisation strengths tried by the inner CV: wide enough for embeddings
 # from a random-init encoder (want strong regularisation) to a converged one (want little).
@@ -49,7 +50,7 @@ LOGREG_MAX_ITER = 2000
 PROBE_THREADS = 1
 
 
-class ProbeError(ValueError):
+class ProbeError(UserError, ValueError):
   """A probe cannot be fitted on the data given (e.g. a label with one class in training)."""
 
 

@@ -29,13 +29,14 @@ import warnings
 
 import numpy as np
 from sklearn import model_selection
+from ecgjax.errors import UserError
 
 PROTOCOLS = ("split", "reshuffle", "groupcv")
 # Positives (and negatives) of each label a label-efficiency subsample keeps at least.
 MIN_POSITIVES = 3
 
 
-class ProtocolError(ValueError):
+class ProtocolError(UserError, ValueError):
   """A protocol that cannot be run on the records given (too few records, a leak...)."""
 
 

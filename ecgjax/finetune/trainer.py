@@ -32,26 +32,20 @@ from ecgjax.eval import embed, protocols
 from ecgjax.eval import predictions as pred_lib
 from ecgjax.eval import report as report_lib
 from ecgjax.finetune import data as ft_data
-from ecgjax.finetune import evaluate, splits as splits_lib
-from ecgjax.finetune import model as model_lib
-from ecgjax.finetune import objective as objective_lib
+from ecgjax.eval import predict as evaluate
+from ecgjax.finetune import splits as splits_lib
+from ecgjax.objectives import classifier as model_lib
+from ecgjax.objectives import supervised as objective_lib
 from ecgjax.objectives.masked_autoencoder import compute_dtype
+from ecgjax import export as export_lib
 from ecgjax.train import checkpoint as ckpt_lib
-from ecgjax.train import export as export_lib
+from ecgjax.train import hooks as hooks_lib
+from ecgjax.train import loop as loop_lib
 from ecgjax.train import mesh as mesh_lib
-from ecgjax.train import metrics as metrics_lib
-from ecgjax.train import preemption as preemption_lib
 from ecgjax.train import step as step_lib
-from ecgjax.train.loop import check_finite
 
 TEST_FILE = "predictions_test.csv"
 EXTERNAL_FILE = "predictions_external.csv"
-
-
-def _write_jsonl(path: str, record: dict[str, Any]) -> None:
-  if jax.process_index() == 0:
-    with open(path, "a") as f:
-      f.write(json.dumps(report_lib.json_safe(record)) + "\n")
 
 
 def _read_jsonl(path: str) -> list[dict[str, Any]]:
@@ -64,8 +58,8 @@ def _read_jsonl(path: str) -> list[dict[str, Any]]:
 AUGMENTS = ("none", "scheduled", "st_mem_randaugment")
 
 
-class Preempted(RuntimeError):
-  """A SIGTERM stopped the run after every process saved the same step."""
+# A SIGTERM stopped the run after every process saved the same step (the loop's).
+Preempted = loop_lib.Preempted
 
 
 def make_augment(config: ml_collections.ConfigDict, fs: float) -> Any:
@@ -92,7 +86,7 @@ class Run:
     if self.export is not None:
       embed.check_export(self.export)
       # The encoder was trained on this contract; config.input does not apply.
-      self.preprocessing = self.export.preprocessing
+      self.preprocessing = data_lib.Preprocessing.of(self.export.contract)
     else:
       self.preprocessing = data_lib.Preprocessing.from_dict(config.input.to_dict())
     labels = [l.strip() for l in str(config.labels).split(",") if l.strip()]
@@ -145,13 +139,8 @@ class Run:
 
 
 def _example(run: Run) -> dict[str, np.ndarray]:
-  pp = run.preprocessing
-  n = len(pp.leads)
-  rows = 2 if run.paired else 1
-  return {"signal": np.zeros((rows, n, pp.samples), np.float32),
-          "lead_mask": np.ones((rows, n), np.float32),
-          "labels": np.zeros((rows, len(run.label_names)), np.float32),
-          "index": np.zeros((rows,), np.int32), "patient": np.zeros((rows,), np.int32)}
+  return data_lib.batch.train_example(run.preprocessing, len(run.label_names),
+                                      n=2 if run.paired else 1)
 
 
 def _split_config(config: ml_collections.ConfigDict, steps_per_epoch: int
@@ -164,7 +153,8 @@ def _split_config(config: ml_collections.ConfigDict, steps_per_epoch: int
 
 
 def _model_state(state: dict[str, Any]) -> dict[str, Any]:
-  # What prediction needs: the best state is kept without the optimizer's moments.
+  # What prediction needs: the best state is kept without the optimizer's moments
+  # (train.hooks.KeepBest saves this much).
   return {"params": state["params"], "collections": state["collections"]}
 
 
@@ -234,70 +224,44 @@ def train_split(run: Run, split: splits_lib.Split, *,
   stale = best_ckpt.latest_step()
   if stale is not None and stale > start:
     best_ckpt.manager.delete(stale)
-  best = max(history, key=lambda h: h["score"]) if history else None
 
-  writer = metrics_lib.MetricWriter(sdir, cfg.total_steps, run.rows_per_step())
-  preemption = preemption_lib.Preemption()
-  step, t0 = start, time.perf_counter()
+  context = hooks_lib.EvalContext(
+      mesh=mesh, objective=objective, shardings=training.shardings,
+      preprocessing=run.preprocessing, workdir=sdir, seed=seed,
+      extra={"source": run.data, "indices": split.val, "label_names": run.label_names,
+             "n_crops": run.n_crops, "batch_size": run.eval_batch, "predict_fn": predict_fn})
+  validation = hooks_lib.make_evaluator(
+      "validation", {"type": "validation", "task": config.task}, context)
+
+  def describe(step: int) -> dict[str, Any]:
+    epoch = math.ceil(step / steps_per_epoch)
+    return {"epoch": epoch,
+            "alpha": augment_lib.alpha((epoch - 1) * steps_per_epoch * config.batch_size
+                                       // len(split.train), stream_epochs)}
+
+  keep_best = hooks_lib.KeepBest(
+      validation, best_ckpt, every_steps=steps_per_epoch, history_path=val_path,
+      history=history, describe=describe, name=split.name,
+      log_name="macro AUROC" if config.task != "regression" else "-MSE")
+  loop = loop_lib.Loop(
+      name=split.name, workdir=sdir, mesh=mesh, training=training, data_iter=data_iter,
+      data_name=f"{split.name} of {config.data}", checkpointer=checkpointer,
+      total_steps=cfg.total_steps, log_every_steps=config.log_every_steps,
+      checkpoint_every_steps=steps_per_epoch, max_bad_fraction=config.max_bad_fraction,
+      rows_per_step=run.rows_per_step(), hooks=[keep_best],
+      log_extras=lambda step: {"epoch": step / steps_per_epoch})
+  t0 = time.perf_counter()
   try:
-    while step < cfg.total_steps:
-      batch = mesh_lib.to_global(next(data_iter), mesh)
-      state, metrics = training.train_step(state, batch)
-      step += 1
-      if step == start + 1:
-        jax.block_until_ready(metrics)
-        logging.info("first step (compilation included) took %.1fs", time.perf_counter() - t0)
-        writer.start(step)
-      if step % config.log_every_steps == 0 or step == cfg.total_steps:
-        check_finite(state, f"{split.name}, logged at step {step}")
-        try:
-          counts = preemption_lib.check_bad_records(data_iter, config.max_bad_fraction,
-                                                    f"{split.name} of {config.data}")
-        except data_lib.TooManyBadRecordsError:
-          checkpointer.save(step, state, data_iter)  # every process stops here: keep the state
-          checkpointer.wait()
-          raise
-        writer.write(step, {**jax.device_get(metrics), "lr": float(training.schedule(step - 1)),
-                            "epoch": step / steps_per_epoch, **counts})
-      if step % steps_per_epoch == 0 or step == cfg.total_steps:
-        epoch = math.ceil(step / steps_per_epoch)
-        d = evaluate.predict(predict_fn, state, run.data, run.preprocessing, split.val,
-                             mesh=mesh, batch_size=run.eval_batch, n_crops=run.n_crops)
-        m = evaluate.validation_metrics(config.task, d["labels"], d["p"], run.label_names)
-        improved = best is None or (math.isfinite(m["score"]) and
-                                    not m["score"] <= best["score"])
-        record = {"epoch": epoch, "step": step, **m, "best": improved,
-                  "alpha": augment_lib.alpha((epoch - 1) * steps_per_epoch * config.batch_size
-                                             // len(split.train), stream_epochs)}
-        if improved:
-          check_finite(state, f"{split.name}, before saving the best state")
-          best_ckpt.save(step, _model_state(state), None)
-          best_ckpt.wait()
-          best = record
-        _write_jsonl(val_path, record)
-        logging.info("%s epoch %d/%d: validation %s %.4f%s", split.name, epoch, config.epochs,
-                     "macro AUROC" if config.task != "regression" else "-MSE", m["score"],
-                     " (best)" if improved else "")
-        check_finite(state, f"{split.name}, before saving step {step}")
-        checkpointer.save(step, state, data_iter)
-      # Every process asks every step, so all agree on the step a SIGTERM anywhere stops at.
-      if preemption.reached(step):
-        check_finite(state, f"{split.name}, before saving step {step}")
-        checkpointer.save(step, state, data_iter)
-        checkpointer.wait()
-        best_ckpt.close()
-        logging.warning("SIGTERM: %s saved step %d, stopping; rerun the command to resume",
-                        split.name, step)
-        raise Preempted(f"{split.name}: saved step {step} after SIGTERM")
-      if stop_after_steps is not None and step - start >= stop_after_steps:
-        checkpointer.wait()
-        best_ckpt.close()
-        return None
-    checkpointer.wait()
+    result = loop_lib.run(loop, state, start, stop_after=stop_after_steps)
+  except loop_lib.Preempted:
+    best_ckpt.close()
+    raise
   finally:
-    preemption.restore()
-    writer.close()
     checkpointer.close()
+  if not result.finished:  # stopped early (tests of resumption)
+    best_ckpt.close()
+    return None
+  best = keep_best.best
 
   state = best_ckpt.restore(best["step"], _model_state(abstract), None)
   best_ckpt.close()

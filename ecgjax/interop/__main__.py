@@ -51,10 +51,10 @@ def main(argv: list[str] | None = None) -> int:
                               leads=leads)
   except conversion.ConversionError as e:
     print(e.report.summary(), file=sys.stderr)
-    return 1
+    return 2
   except (ImportError, ValueError, OSError) as e:  # CheckpointError is a ValueError
-    print(f"error: {e}", file=sys.stderr)
-    return 1
+    print(f"python -m ecgjax.interop: error: {' '.join(str(e).split())}", file=sys.stderr)
+    return 2
   print(conv.report.summary())
   pp = conv.contract
   print(f"input contract: {len(pp.leads)} leads ({','.join(pp.leads)}), {pp.fs:g} Hz x "

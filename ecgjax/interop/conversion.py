@@ -2,7 +2,7 @@
 
 `convert` reads a checkpoint (torch needed only for that), maps its keys onto the encoder's
 parameter tree, checks every path and shape against the model it names and writes an export
-(`train/export.py` format) whose input contract is the source model's, so `finetune/` scripts
+(`ecgjax/export.py` format) whose input contract is the source model's, so `finetune/` scripts
 embed raw records with the right preprocessing. `convert_state_dict` does the same in memory on
 NumPy arrays (no torch).
 
@@ -26,17 +26,18 @@ import jax.numpy as jnp
 import numpy as np
 
 from ecgjax import models
-from ecgjax.data import leads as leads_lib
-from ecgjax.data import transforms
+from ecgjax import contract as contract_lib
+from ecgjax import leads as leads_lib
 from ecgjax.interop import ecg_fm as ecg_fm_lib
 from ecgjax.interop import net1d as net1d_lib
 from ecgjax.interop import st_mem as st_mem_lib
 from ecgjax.interop import state as state_lib
+from ecgjax.errors import UserError
 
 REPORT_FILE = "conversion_report.json"
 
 
-class ConversionError(ValueError):
+class ConversionError(UserError, ValueError):
   """A checkpoint that does not fill the encoder; `report` says every key that is wrong."""
 
   def __init__(self, report: ConversionReport):
@@ -110,7 +111,7 @@ class Conversion:
   """A converted encoder: params, its export description, input contract and report."""
   params: dict[str, Any]
   encoder: dict[str, Any]
-  contract: transforms.Preprocessing
+  contract: contract_lib.InputContract
   report: ConversionReport
   export_dir: str | None = None  # where `convert` / `save_conversion` wrote it
 
@@ -131,7 +132,7 @@ class _Family:
   model: str  # the export's "model"
   module: str  # registry name of the encoder module
   variants: tuple[str, ...]  # known sizes, the published one first
-  preset: str  # transforms preset of the input contract
+  preset: str  # contract preset of the input contract
   pooling: str  # what the embedding is
   read: Callable[[Mapping[str, Any], Mapping[str, Any]], _Read]
   fixed: tuple[tuple[str, Any], ...] = ()  # overrides every export of the family has
@@ -233,7 +234,7 @@ def _pick_variant(fam: _Family, fields: Mapping[str, Any], variant: str | None,
 
 
 def _contract(fam: _Family, in_leads: int | None, leads: Sequence[str] | None,
-              module: Any, report: ConversionReport) -> transforms.Preprocessing:
+              module: Any, report: ConversionReport) -> contract_lib.InputContract:
   if leads is None:
     if in_leads in (None, 12):
       leads = leads_lib.LEADS_12
@@ -244,7 +245,7 @@ def _contract(fam: _Family, in_leads: int | None, leads: Sequence[str] | None,
     else:
       raise ValueError(f"the checkpoint's model takes {in_leads} input leads; name them with "
                        "--leads (e.g. --leads I,II,V1)")
-  pp = transforms.preset(fam.preset, leads_lib.parse_leads(leads))
+  pp = contract_lib.preset(fam.preset, leads_lib.parse_leads(leads))
   if fam.model == "st_mem" and module.seq_len != pp.samples:
     pp = dataclasses.replace(pp, samples=int(module.seq_len))
   return pp
@@ -338,7 +339,7 @@ def _embedding_dim(module: Any) -> int:
 def save_conversion(conversion: Conversion, out_dir: str, *,
                     checkpoint_path: str | None = None) -> str:
   """Writes the export (config.json, params.msgpack) and conversion_report.json; its path."""
-  from ecgjax.train import export as export_lib  # pylint: disable=g-import-not-at-top
+  from ecgjax import export as export_lib  # pylint: disable=g-import-not-at-top
   rep = conversion.report
   origin: dict[str, Any] = {"source": rep.source, "variant": rep.variant,
                             "converted_keys": rep.converted,

@@ -23,6 +23,7 @@ from ecgjax.interop import conversion
 from ecgjax.interop import ecg_fm as ecg_fm_lib
 from ecgjax.interop import st_mem as st_mem_lib
 from ecgjax.interop import state as state_lib
+from ecgjax.errors import UserError
 
 FORMATS = ("st-mem", "ecg-fm")
 # The objective each format's pretraining model belongs to.
@@ -30,7 +31,7 @@ OBJECTIVES = {"st-mem": "mae", "ecg-fm": "wav2vec2"}
 REPORT_FILE = "init_from_report.json"
 
 
-class InitFromError(ValueError):
+class InitFromError(UserError, ValueError):
   """config.init_from / init_from_format that cannot be used; the message says why."""
 
 

@@ -15,12 +15,13 @@ import pickle
 from typing import Any
 
 import numpy as np
+from ecgjax.errors import UserError
 
 INSTALL_HINT = ("reading PyTorch checkpoints needs torch, an optional extra: "
                 "pip install 'ecgjax[torch]' (CPU is enough)")
 
 
-class CheckpointError(ValueError):
+class CheckpointError(UserError, ValueError):
   """A checkpoint file that cannot be read safely, with what to do about it."""
 
 

@@ -5,6 +5,7 @@ from typing import Any
 
 import flax.linen as nn
 
+from ecgjax.errors import ConfigError
 from ecgjax.models import ecg_fm, net1d, resnet, st_mem
 
 
@@ -52,5 +53,5 @@ _BUILDERS: dict[str, Callable[..., nn.Module]] = {
 def build_model(name: str, variant: str, **overrides: Any) -> nn.Module:
   """Model `name` at size `variant` (e.g. "st_mem", "B/75"); overrides replace module fields."""
   if name not in _BUILDERS:
-    raise ValueError(f"unknown model {name!r}; known: {', '.join(sorted(_BUILDERS))}")
+    raise ConfigError(f"unknown model {name!r}; known: {', '.join(sorted(_BUILDERS))}")
   return _BUILDERS[name](variant, **overrides)

@@ -15,6 +15,7 @@ import jax
 import jax.numpy as jnp
 
 from ecgjax.models import layers
+from ecgjax.errors import ConfigError
 
 Dtype = layers.Dtype
 
@@ -40,7 +41,7 @@ torch_linear_init = nn.initializers.variance_scaling(1.0 / 3.0, "fan_in", "unifo
 def decode_variant(variant: str) -> dict[str, int]:
   """"base" | "small" | "mu" -> ECGFM size fields."""
   if variant not in _VARIANTS:
-    raise ValueError(f"unknown ECG-FM variant {variant!r}; known: {', '.join(_VARIANTS)}")
+    raise ConfigError(f"unknown ECG-FM variant {variant!r}; known: {', '.join(_VARIANTS)}")
   return dict(_VARIANTS[variant])
 
 

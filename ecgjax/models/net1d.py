@@ -17,6 +17,7 @@ from typing import Any
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
+from ecgjax.errors import ConfigError
 
 Dtype = Any
 
@@ -38,7 +39,7 @@ _VARIANTS: dict[str, dict[str, Any]] = {
 def decode_variant(variant: str) -> dict[str, Any]:
   """"ecgfounder" | "8m" | "mu" -> Net1D architecture fields."""
   if variant not in _VARIANTS:
-    raise ValueError(f"unknown Net1D variant {variant!r}; known: {', '.join(_VARIANTS)}")
+    raise ConfigError(f"unknown Net1D variant {variant!r}; known: {', '.join(_VARIANTS)}")
   return dict(_VARIANTS[variant])
 
 

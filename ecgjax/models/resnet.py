@@ -20,6 +20,7 @@ from typing import Any
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
+from ecgjax.errors import ConfigError
 
 Dtype = Any
 
@@ -47,7 +48,7 @@ def decode_variant(variant: str, ndim: int) -> dict[str, Any]:
   """"resnet1d18|34|50" / "resnet2d50[_sa]" / "mu" -> ResNet1D or ResNet2D fields."""
   table = _1D_VARIANTS if ndim == 1 else _2D_VARIANTS
   if variant not in table:
-    raise ValueError(f"unknown {ndim}-D ResNet variant {variant!r}; known: {', '.join(table)}")
+    raise ConfigError(f"unknown {ndim}-D ResNet variant {variant!r}; known: {', '.join(table)}")
   return dict(table[variant])
 
 

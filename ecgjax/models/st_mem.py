@@ -10,6 +10,7 @@ import jax
 import jax.numpy as jnp
 
 from ecgjax.models import layers
+from ecgjax.errors import ConfigError
 
 Dtype = layers.Dtype
 
@@ -31,7 +32,7 @@ def decode_variant(variant: str) -> dict[str, int]:
   """"B/75" -> STMEM size fields (width, depth, num_heads, mlp_dim, patch_size, decoder_*)."""
   name, _, patch = variant.partition("/")
   if name not in _ENCODERS or (patch and not patch.isdigit()):
-    raise ValueError(f"unknown ST-MEM variant {variant!r}; known: {', '.join(_KNOWN)} "
+    raise ConfigError(f"unknown ST-MEM variant {variant!r}; known: {', '.join(_KNOWN)} "
                      "(any /P with P dividing the input length also works)")
   width, depth, heads = _ENCODERS[name]
   cfg = dict(width=width, depth=depth, num_heads=heads, mlp_dim=4 * width)

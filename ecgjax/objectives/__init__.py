@@ -6,6 +6,8 @@ from typing import Callable
 
 import ml_collections
 
+from ecgjax import registry
+from ecgjax.errors import ConfigError
 from ecgjax.objectives.base import GradCombiner, LossAux, Objective
 
 _REGISTRY: dict[str, Callable[[ml_collections.ConfigDict], Objective]] = {}
@@ -23,15 +25,16 @@ def build(config: ml_collections.ConfigDict) -> Objective:
   """The objective named by `config.objective`."""
   _load_builtin()
   if config.objective not in _REGISTRY:
-    raise ValueError(f"config.objective={config.objective!r} is unknown; "
+    raise ConfigError(f"config.objective={config.objective!r} is unknown; "
                      f"available: {sorted(_REGISTRY)}")
   return _REGISTRY[config.objective](config)
 
 
 def _load_builtin() -> None:
-  # Imported lazily so `ecgjax.objectives.base` stays importable without the models.
-  from ecgjax.objectives import contrastive, hybrid, masked_autoencoder, wav2vec2  # noqa: F401
-  from ecgjax.finetune import objective  # noqa: F401  ("supervised")
+  # Every module of this package may register objectives; they are found by name
+  # (`ecgjax.registry`, as formats and evaluators are), so adding an objective is one new
+  # file and no list, and `ecgjax.objectives.base` stays importable without the models.
+  registry.load_all(__name__)
 
 
 __all__ = ["GradCombiner", "LossAux", "Objective", "build", "register"]

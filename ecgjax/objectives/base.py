@@ -11,7 +11,6 @@ import abc
 from typing import Any, Callable, NamedTuple
 
 import jax
-import numpy as np
 
 PyTree = Any
 Batch = dict[str, jax.Array]
@@ -24,6 +23,10 @@ class LossAux(NamedTuple):
   collections: PyTree                # updated mutable collections (e.g. batch_stats)
   tasks: dict[str, jax.Array] | None = None  # per-task losses whose sum is the loss;
                                              # required only by gradient combiners
+  # A loss that is a ratio sum / count over the batch (masked patches of present leads) says
+  # its count here: gradient accumulation then weights each micro-batch by it, so the update
+  # equals the whole global batch's ratio, not a mean of per-micro-batch ratios. None: 1.
+  weight: jax.Array | None = None
 
 
 # Sees per-task gradients stacked on a leading task axis, returns one gradient.
@@ -49,15 +52,10 @@ class Objective(abc.ABC):
 
   @abc.abstractmethod
   def export_encoder(self, params: PyTree, collections: PyTree) -> tuple[PyTree, dict]:
-    """(encoder variables, JSON-able encoder description) for `ecgjax.train.export`."""
+    """(encoder variables, JSON-able encoder description) for `ecgjax.export`."""
 
   def lr_scales(self, params: PyTree) -> PyTree | None:
     """Per-parameter learning-rate multipliers (layer-wise decay), or None for all 1."""
     del params
     return None
 
-  def visualize(self, params: PyTree, collections: PyTree, batch: dict[str, np.ndarray],
-                rng: jax.Array, path: str) -> str | None:
-    """Optionally writes a picture of what the model does on `batch`; returns its path."""
-    del params, collections, batch, rng, path
-    return None

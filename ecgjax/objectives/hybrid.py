@@ -17,7 +17,7 @@ import ml_collections
 import numpy as np
 
 from ecgjax import models
-from ecgjax.data import leads as leads_lib
+from ecgjax import leads as leads_lib
 from ecgjax.models import st_mem
 from ecgjax.objectives import base, mae, register
 from ecgjax.objectives import contrastive as con

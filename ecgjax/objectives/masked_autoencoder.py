@@ -12,7 +12,7 @@ import ml_collections
 import numpy as np
 
 from ecgjax import models
-from ecgjax.data import leads as leads_lib
+from ecgjax import leads as leads_lib
 from ecgjax.models import st_mem
 from ecgjax.objectives import base, mae, register
 
@@ -82,7 +82,8 @@ class MaskedAutoencoder(base.Objective):
     loss = mae.norm_pix_loss(x, pred, mask, self.model.patch_size)
     return loss, base.LossAux(terms={"mae": loss},
                               metrics={"masked_fraction": mask.mean()},
-                              collections=collections)
+                              collections=collections,
+                              weight=mask.astype(jnp.float32).sum())
 
   def export_encoder(self, params, collections):
     """The encoder's params (positional table then trains like any other) and description."""
@@ -113,18 +114,6 @@ class MaskedAutoencoder(base.Objective):
     recon, mask = run(params, x, noise)
     return {"signal": np.asarray(x), "reconstruction": np.asarray(recon),
             "mask": np.asarray(mask)}
-
-  def visualize(self, params, collections, batch, rng, path):
-    """PNG of input, masked patches and reconstruction for a few leads of a few records."""
-    del collections
-    out = self.reconstruct(params, batch["signal"], rng)
-    if jax.process_index() != 0:
-      return None
-    from ecgjax import plotting  # matplotlib only when a picture is asked for
-    os.makedirs(os.path.dirname(path), exist_ok=True)
-    plotting.plot_reconstruction(out["signal"], out["reconstruction"], out["mask"],
-                                 self.leads, self.model.patch_size, path, fs=self.fs)
-    return path
 
 
 @register("mae")

@@ -12,7 +12,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from ecgjax import models
-from ecgjax.data import leads as leads_lib
+from ecgjax import leads as leads_lib
 from ecgjax.models import st_mem
 
 PyTree = object

@@ -76,6 +76,27 @@ class MetricWriter:
     return record
 
 
+  def write_eval(self, step: int, metrics: dict[str, Any]) -> dict[str, Any]:
+    """Logs an evaluation's results for `step` (a row of its own: no throughput, no loss)."""
+    record = {"step": int(step), **{k: _plain(v) for k, v in metrics.items()}}
+    if self.active:
+      with open(self.path, "a") as f:
+        f.write(json.dumps(_finite_or_null(record)) + "\n")
+      tb = self._tensorboard()
+      for key, value in record.items():
+        if (key != "step" and isinstance(value, (int, float)) and not isinstance(value, bool)
+            and np.isfinite(value)):
+          tb.add_scalar(key, value, int(step))
+      tb.flush()
+    return record
+
+
+def _finite_or_null(record: dict[str, Any]) -> dict[str, Any]:
+  # JSON has no NaN: an undefined metric (a label with one class in the test set) is null.
+  return {k: (None if isinstance(v, float) and not np.isfinite(v) else v)
+          for k, v in record.items()}
+
+
 def progress_line(record: dict[str, Any], total_steps: int) -> str:
   """`step 120/1000 | loss 0.8123 | lr 1.2e-04 | 35.1 samples/s | ETA 4m12s`."""
   parts = [f"step {record['step']}/{total_steps}"]

@@ -9,7 +9,7 @@ import jax
 import ml_collections
 import optax
 
-from ecgjax.train import tree
+from ecgjax import tree
 
 
 def peak_learning_rate(config: ml_collections.ConfigDict) -> float:

@@ -19,6 +19,20 @@ PyTree = Any
 State = dict[str, Any]
 
 
+class NonFiniteLossError(RuntimeError):
+  """Training produced a NaN/inf loss or gradient; the last good checkpoint is kept."""
+
+
+def check_finite(state: State, where: str) -> None:
+  """Raises NonFiniteLossError if the state recorded a non-finite loss or gradient step."""
+  bad = int(jax.device_get(state["first_bad_step"]))
+  if bad >= 0:
+    raise NonFiniteLossError(
+        f"non-finite loss or gradient at step {bad} ({where}); its update was dropped and "
+        "nothing after it was saved, so the newest checkpoint is the last good state. "
+        "Lower config.base_lr, set config.grad_clip_norm, or check the data.")
+
+
 def init_state(objective: Objective, tx: optax.GradientTransformation, batch: Batch,
                seed: int) -> State:
   """A fresh train state (params, collections, optimizer state, step, rng)."""
@@ -94,16 +108,22 @@ def make_train_step(objective: Objective, tx: optax.GradientTransformation, mesh
         micro, i = xs
         loss, aux, grads = _grads(objective, grad_combiner, params, collections, micro,
                                   jax.random.fold_in(rng, i), step)
-        grad_sum = jax.tree.map(jnp.add, grad_sum, grads)
-        return (grad_sum, aux.collections), (loss, aux._replace(collections=None))
+        # A ratio loss (sum / count) weighs each micro-batch by its count: the sum of
+        # count_i * grad_i / sum count_i is the gradient of the global batch's ratio.
+        w = jnp.ones((), jnp.float32) if aux.weight is None else aux.weight.astype(jnp.float32)
+        grad_sum = jax.tree.map(lambda s, g: s + w * g, grad_sum, grads)
+        return (grad_sum, aux.collections), (loss, w, aux._replace(collections=None,
+                                                                  weight=None))
 
       zeros = jax.tree.map(jnp.zeros_like, params)
-      (grad_sum, collections), (losses, auxs) = jax.lax.scan(
+      (grad_sum, collections), (losses, weights, auxs) = jax.lax.scan(
           body, (zeros, state["collections"]),
           (micro_batches(batch), jnp.arange(accum_steps)))
-      grads = jax.tree.map(lambda g: g / accum_steps, grad_sum)
-      loss = losses.mean()
-      aux = jax.tree.map(lambda x: x.mean(0), auxs)
+      total_w = jnp.maximum(weights.sum(), 1.0)  # counts: 0 only when nothing is masked
+      grads = jax.tree.map(lambda g: g / total_w, grad_sum)
+      loss = (losses * weights).sum() / total_w
+      aux = jax.tree.map(lambda x: (x * weights.reshape((-1,) + (1,) * (x.ndim - 1))).sum(0)
+                         / total_w, auxs)
 
     grad_norm = optax.tree.norm(grads)
     finite = jnp.isfinite(loss) & jnp.isfinite(grad_norm)
@@ -157,6 +177,8 @@ class Training:
   # (fresh state, params) -> the state with those params and a fresh optimizer state for them
   # (continue pretraining from imported weights); donates the state.
   with_params: Callable[[State, PyTree], State]
+  # How many times train_step was traced (compiled): the loop's recompilation guard.
+  trace_count: Callable[[], int] = lambda: 0
 
 
 def build_training(config: ml_collections.ConfigDict, objective: Objective, mesh: Mesh,
@@ -171,9 +193,16 @@ def build_training(config: ml_collections.ConfigDict, objective: Objective, mesh
   init_fn = lambda: init_state(objective, tx, example, config.seed)
   abstract_state = jax.eval_shape(init_fn)
   shardings = mesh_lib.state_shardings(abstract_state, mesh, config.param_sharding)
+  step_fn = make_train_step(objective, tx, mesh, accum_steps=config.grad_accum_steps,
+                            grad_combiner=objective.grad_combiner)
+  traces = [0]
+
+  def counted(state, batch):
+    traces[0] += 1  # runs at trace time only: one per compilation of the step
+    return step_fn(state, batch)
+
   train_step = jax.jit(
-      make_train_step(objective, tx, mesh, accum_steps=config.grad_accum_steps,
-                      grad_combiner=objective.grad_combiner),
+      counted,
       donate_argnums=(0,),
       in_shardings=(shardings, mesh_lib.batch_sharding(mesh)),
       out_shardings=(shardings, mesh_lib.replicated(mesh)))
@@ -182,4 +211,4 @@ def build_training(config: ml_collections.ConfigDict, objective: Objective, mesh
                         out_shardings=shardings)
   return Training(tx, schedule, optim.count_params(abstract_params, objective.frozen_patterns),
                   abstract_state, shardings, jax.jit(init_fn, out_shardings=shardings),
-                  train_step, with_params)
+                  train_step, with_params, trace_count=lambda: traces[0])

@@ -32,7 +32,7 @@ from typing import Any
 from absl import logging
 import numpy as np
 
-from ecgjax.data import leads as leads_lib
+from ecgjax import leads as leads_lib
 from ecgjax.data import sources
 from ecgjax.data import specs
 

@@ -23,7 +23,7 @@ from absl import logging
 import numpy as np
 import scipy.io
 
-from ecgjax.data import leads as leads_lib
+from ecgjax import leads as leads_lib
 from ecgjax.data import sources
 from ecgjax.data import specs
 

@@ -47,10 +47,11 @@ from typing import Any
 
 import numpy as np
 
-from ecgjax.data import leads as leads_lib
+from ecgjax import leads as leads_lib
 from ecgjax.data import sources
 from ecgjax.data import specs
 from ecgjax.data import transforms
+from ecgjax.errors import UserError
 
 FORMAT_TAG = "ecgjax-prepared"
 FORMAT_VERSION = 1
@@ -67,7 +68,7 @@ ONLINE_KEYS = ("samples", "views")
 WINDOW_STANDARDIZE_KEYS = ("standardize", "standardize_eps")
 
 
-class PreparedMismatchError(ValueError):
+class PreparedMismatchError(UserError, ValueError):
   """Prepared data were made with another contract than the one asked for."""
 
 

@@ -36,7 +36,7 @@ from absl import logging
 import numpy as np
 import tqdm
 
-from ecgjax.data import leads as leads_lib
+from ecgjax import leads as leads_lib
 from ecgjax.data import sources
 from ecgjax.data import specs
 from ecgjax.data import wfdb_io

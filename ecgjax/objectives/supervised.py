@@ -17,8 +17,8 @@ import jax.numpy as jnp
 import ml_collections
 import numpy as np
 
-from ecgjax.finetune import losses, pcgrad, weighting
-from ecgjax.finetune import model as model_lib
+from ecgjax.objectives import losses, pcgrad, weighting
+from ecgjax.objectives import classifier as model_lib
 from ecgjax.objectives import base, register
 
 TASKS = ("multilabel", "multiclass", "regression")

@@ -1,4 +1,4 @@
-"""Encoder exports: `DIR/export/{config.json, params.msgpack}`, loadable on one CPU.
+"""The export file format: `DIR/export/{config.json, params.msgpack}`, loadable on one CPU.
 
 An export is everything a downstream script needs and nothing of the training code:
 which encoder to build (model name, variant, constructor overrides), its parameters,
@@ -19,6 +19,9 @@ import jax
 import numpy as np
 
 import ecgjax
+from ecgjax import contract as contract_lib
+from ecgjax import models
+from ecgjax.errors import UserError
 
 FORMAT_VERSION = 1
 CONFIG_FILE = "config.json"
@@ -27,7 +30,7 @@ _REQUIRED = ("format_version", "model", "variant", "encoder", "input", "embeddin
              "params_file", "params_sha256")
 
 
-class ExportError(ValueError):
+class ExportError(UserError, ValueError):
   """An export directory that cannot be used, with what is wrong."""
 
 
@@ -36,7 +39,7 @@ def save_export(directory: str, encoder_params: Any, encoder: dict[str, Any],
   """Writes an export atomically (temporary directory, then rename); returns its path.
 
   `encoder` is an objective's description: {"model", "variant", "module", "overrides",
-  "embedding": {"dim", "pooling"}}; `input_contract` is a `Preprocessing.to_dict()`.
+  "embedding": {"dim", "pooling"}}; `input_contract` is an `InputContract.to_dict()`.
   """
   params = jax.tree.map(lambda x: np.asarray(jax.device_get(x)), encoder_params)
   blob = flax.serialization.msgpack_serialize(params)
@@ -82,17 +85,15 @@ class Export:
   params: Any
 
   @property
-  def module(self):
+  def module(self) -> Any:
     """The Flax encoder module, built from the export's model description."""
-    from ecgjax import models
     enc = self.config["encoder"]
     return models.build_model(enc["module"], self.config["variant"], **enc["overrides"])
 
   @property
-  def preprocessing(self):
-    """The input contract as a `ecgjax.data.Preprocessing`."""
-    from ecgjax.data import transforms
-    return transforms.Preprocessing.from_dict(self.config["input"])
+  def contract(self) -> contract_lib.InputContract:
+    """The input contract (`ecgjax.data.Preprocessing.of(...)` processes records by it)."""
+    return contract_lib.InputContract.from_dict(self.config["input"])
 
   @property
   def dim(self) -> int:

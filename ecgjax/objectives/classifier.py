@@ -19,8 +19,8 @@ import jax.numpy as jnp
 import numpy as np
 
 from ecgjax import models
-from ecgjax.data import leads as leads_lib
-from ecgjax.train import tree
+from ecgjax import leads as leads_lib
+from ecgjax import tree
 
 PyTree = Any
 # Models whose last layer is a Dense head of `num_classes` outputs.
@@ -117,7 +117,7 @@ def freeze_patterns(freeze: str) -> tuple[str, ...]:
 
 def backbone_from_export(export: Any, *, dtype: Any = jnp.float32,
                          pooling: str | None = None) -> Backbone:
-  """The encoder of an `ecgjax.train.export.Export`, with its weights; `pooling` replaces the
+  """The encoder of an `ecgjax.export.Export`, with its weights; `pooling` replaces the
   encoder's pooling (ECG-FM: mean | nonzero_mean | feature_nonzero_mean)."""
   enc = export.config["encoder"]
   overrides = dict(enc.get("overrides", {}))

@@ -1,0 +1,98 @@
+"""THE batch schema: the keys, dtypes and shapes every pipeline yields and every step reads.
+
+Training batches (`pipeline.train_iterator`, one row per example; paired augmentation gives
+rows 2i and 2i + 1 of one record):
+  signal     float32 (B, leads, samples)  the contract's input, standardised
+  lead_mask  float32 (B, leads)           0 marks a lead the record lacks (zeros in signal)
+  labels     float32 (B, n_labels)        multi-hot (regression: targets); n_labels may be 0
+  index      int     (B,)                 the record's index in its source (keys randomness)
+  patient    int     (B,)                 a stable 31-bit key of the patient id (positives)
+Evaluation batches (`eval_pipeline.eval_batches`) add a view axis and the record's identity:
+  signal (B, views, leads, samples), view_mask float32 (B, views), record_id / patient_id str
+  (B,), fold int (B,), valid bool (B,) (False for padding rows).
+Image records (ECG printouts) carry `pixels` float32 (B, height, width, channels) in place of
+`signal`; the same lead_mask / labels / index / patient columns go with them.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+import numpy as np
+
+# key -> (dtype, axes). Axis names: B batch, L leads, T samples, K labels, V views,
+# H / W / C image height, width and channels.
+TRAIN: dict[str, tuple[Any, tuple[str, ...]]] = {
+    "signal": (np.float32, ("B", "L", "T")),
+    "lead_mask": (np.float32, ("B", "L")),
+    "labels": (np.float32, ("B", "K")),
+    "index": (np.int64, ("B",)),
+    "patient": (np.int64, ("B",)),
+}
+EVAL: dict[str, tuple[Any, tuple[str, ...]]] = {
+    "signal": (np.float32, ("B", "V", "L", "T")),
+    "view_mask": (np.float32, ("B", "V")),
+    "lead_mask": (np.float32, ("B", "L")),
+    "labels": (np.float32, ("B", "K")),
+    "record_id": (str, ("B",)),
+    "patient_id": (str, ("B",)),
+    "fold": (np.int64, ("B",)),
+    "index": (np.int64, ("B",)),
+    "valid": (bool, ("B",)),
+}
+IMAGE: dict[str, tuple[Any, tuple[str, ...]]] = {
+    **{k: v for k, v in TRAIN.items() if k != "signal"},
+    "pixels": (np.float32, ("B", "H", "W", "C")),
+}
+SCHEMAS = {"train": TRAIN, "eval": EVAL, "image": IMAGE}
+# Integer columns are int64 on the host; `train.mesh.to_global` narrows them to int32 (jax
+# runs without x64).
+INT_KEYS = tuple(k for k, (dt, _) in TRAIN.items() if dt is np.int64)
+
+
+def example_batch(sizes: Mapping[str, int], kind: str = "train") -> dict[str, np.ndarray]:
+  """An all-zero batch of `kind` with the given axis sizes (e.g. {"B": 1, "L": 12, "T": 2250,
+  "K": 5}); masks are ones. What a model is initialised and a step compiled with."""
+  schema = SCHEMAS[kind]
+  missing = sorted({a for _, axes in schema.values() for a in axes} - set(sizes))
+  if missing:
+    raise ValueError(f"example_batch({kind!r}) needs the sizes of axes {missing}")
+  out = {}
+  for key, (dtype, axes) in schema.items():
+    shape = tuple(int(sizes[a]) for a in axes)
+    if dtype is str:
+      out[key] = np.full(shape, "", dtype=str)
+    else:
+      fill = 1 if key in ("lead_mask", "view_mask", "valid") else 0
+      out[key] = np.full(shape, fill, dtype=dtype)
+  return out
+
+
+def train_example(preprocessing: Any, n_labels: int, n: int = 1) -> dict[str, np.ndarray]:
+  """The training batch of `n` rows the input contract `preprocessing` describes."""
+  return example_batch({"B": n, "L": len(preprocessing.leads), "T": preprocessing.samples,
+                        "K": int(n_labels)})
+
+
+def check_batch(batch: Mapping[str, Any], kind: str = "train") -> None:
+  """Raises ValueError naming the first key whose presence, rank or dtype breaks the schema,
+  or whose axis disagrees with the same axis of another key."""
+  schema = SCHEMAS[kind]
+  sizes: dict[str, tuple[int, str]] = {}
+  for key, (dtype, axes) in schema.items():
+    if key not in batch:
+      raise ValueError(f"{kind} batch lacks {key!r} (has {sorted(batch)})")
+    x = np.asarray(batch[key])
+    if x.ndim != len(axes):
+      raise ValueError(f"{kind} batch[{key!r}] has shape {x.shape}; expected axes {axes}")
+    kind_ok = (x.dtype.kind in "US" if dtype is str else
+               x.dtype.kind == np.dtype(dtype).kind)
+    if not kind_ok:
+      raise ValueError(f"{kind} batch[{key!r}] has dtype {x.dtype}; expected {np.dtype(dtype)}")
+    for axis, n in zip(axes, x.shape):
+      if axis in sizes and sizes[axis][0] != n:
+        other_n, other = sizes[axis]
+        raise ValueError(f"{kind} batch[{key!r}] axis {axis} is {n} but batch[{other!r}] "
+                         f"says {other_n}")
+      sizes.setdefault(axis, (n, key))

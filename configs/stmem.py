@@ -75,7 +75,8 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   c.export_at_end = True          # WORKDIR/export for finetune/ scripts
   # Evaluators during training (ecgjax/eval/evaluators/<type>.py; keys declared there): rows
   # eval/<name>/<key> in metrics.jsonl. The linear probe is off until given labelled data:
-  #   --config.evals.probe.train='ptbxl:DIR?folds=1-6' --config.evals.probe.test='ptbxl:DIR?folds=7-8'
+  #   --config.evals.probe.train='ptbxl:DIR?folds=1-6'
+  #   --config.evals.probe.test='ptbxl:DIR?folds=7-8'
   #   --config.evals.probe.every_steps=1000 (0: only after the last step)
   c.evals = ml_collections.ConfigDict()
   c.evals.probe = evaluator("linear_probe")

@@ -7,6 +7,7 @@ with it this module, so nothing heavy may happen at import.
 from __future__ import annotations
 
 import dataclasses
+import os
 
 from absl import flags
 from ml_collections import config_flags
@@ -22,6 +23,7 @@ class LaunchFlags:
   num_processes: flags.FlagHolder
   process_id: flags.FlagHolder
   library_logs: flags.FlagHolder
+  compilation_cache: flags.FlagHolder
 
 
 def define_flags(config_help: str, workdir_help: str) -> LaunchFlags:
@@ -40,15 +42,41 @@ def define_flags(config_help: str, workdir_help: str) -> LaunchFlags:
       process_id=flags.DEFINE_integer("process_id", None,
                                       "this process's index in a hand launch"),
       library_logs=flags.DEFINE_bool("library_logs", False,
-                                     "show INFO logs of orbax, jax and grain"))
+                                     "show INFO logs of orbax, jax and grain"),
+      compilation_cache=flags.DEFINE_string(
+          "compilation_cache", "workdir",
+          "persistent XLA compilation cache: 'workdir' (WORKDIR/jax_cache: a resumed run, and "
+          "the splits of a CV run, compile once), a directory, or 'off'"))
   flags.mark_flags_as_required(["config", "workdir"])
   return holders
 
 
 def setup_process(f: LaunchFlags) -> None:
-  """Quiets library logs (unless asked) and joins the multi-host run when there is one."""
+  """Quiets library logs (unless asked), turns on the compilation cache and joins the
+  multi-host run when there is one."""
   from ecgjax.train import mesh, metrics  # pylint: disable=g-import-not-at-top
   if not f.library_logs.value:
     metrics.quiet_library_logs()
+  cache = f.compilation_cache.value
+  if cache != "off":
+    enable_compilation_cache(os.path.join(f.workdir.value, "jax_cache") if cache == "workdir"
+                             else cache)
   mesh.maybe_initialize_distributed(f.distributed.value, f.coordinator.value,
                                     f.num_processes.value, f.process_id.value)
+
+
+def default_cache_dir() -> str:
+  """Where entry points without a workdir keep compiled programs: $ECGJAX_COMPILATION_CACHE
+  ('off' disables it), else ~/.cache/ecgjax/jax."""
+  return os.environ.get("ECGJAX_COMPILATION_CACHE",
+                        os.path.join(os.path.expanduser("~"), ".cache", "ecgjax", "jax"))
+
+
+def enable_compilation_cache(path: str) -> None:
+  """Persistent XLA compilation cache in `path` ('off': none): a rerun compiles nothing it
+  compiled before (programs that took at least a second to compile are kept)."""
+  if not path or path == "off":
+    return
+  import jax  # pylint: disable=g-import-not-at-top
+  jax.config.update("jax_compilation_cache_dir", os.path.abspath(path))
+  jax.config.update("jax_persistent_cache_min_compile_time_secs", 1.0)

@@ -18,6 +18,7 @@ import time
 from absl import flags, logging
 
 from ecgjax import cli
+from ecgjax import launch
 
 _EXPORT = flags.DEFINE_string("export", None, "export directory (WORKDIR/export)")
 _DATA = flags.DEFINE_string("data", None, "data spec of the records to embed")
@@ -32,6 +33,7 @@ flags.mark_flags_as_required(["export", "data", "out"])
 
 def main(argv):
   del argv
+  launch.enable_compilation_cache(launch.default_cache_dir())
   from ecgjax import data
   from ecgjax import eval as eval_lib
   from ecgjax import export as export_lib

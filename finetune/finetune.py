@@ -11,31 +11,18 @@ command in the same workdir resumes.
 
 import sys
 
-from absl import flags
-
 from ecgjax import cli
 from ecgjax import launch
 
 FLAGS = launch.define_flags("configs/finetune.py[:args]",
                             "directory for checkpoints, metrics, predictions")
-_CACHE = flags.DEFINE_string("compilation_cache", "workdir",
-                             "persistent XLA compilation cache: 'workdir' (WORKDIR/jax_cache: "
-                             "the splits of a CV run and a resumed run compile once), a "
-                             "directory, or 'off'")
 
 
 def main(argv):
   del argv
   # Imported here so grain's spawned workers, which re-import this file, stay light.
-  import os
-  import jax
   from ecgjax.finetune import trainer
-  launch.setup_process(FLAGS)
-  if _CACHE.value != "off":
-    cache = (os.path.join(FLAGS.workdir.value, "jax_cache") if _CACHE.value == "workdir"
-             else _CACHE.value)
-    jax.config.update("jax_compilation_cache_dir", os.path.abspath(cache))
-    jax.config.update("jax_persistent_cache_min_compile_time_secs", 1.0)
+  launch.setup_process(FLAGS)  # also the compilation cache (--compilation_cache)
   try:
     trainer.finetune(FLAGS.config.value, FLAGS.workdir.value)
   except trainer.Preempted as e:

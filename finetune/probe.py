@@ -22,6 +22,7 @@ import time
 from absl import flags, logging
 
 from ecgjax import cli
+from ecgjax import launch
 
 _EXPORT = flags.DEFINE_multi_string("export", [], "export directory (WORKDIR/export); "
                                     "repeat to fuse several encoders")
@@ -95,6 +96,7 @@ def _protocol() -> tuple[str, int]:
 
 def main(argv):
   del argv
+  launch.enable_compilation_cache(launch.default_cache_dir())
   # Imported here: --help and flag errors should not pay for JAX and scikit-learn.
   import numpy as np  # pylint: disable=g-import-not-at-top
   from ecgjax import data  # pylint: disable=g-import-not-at-top

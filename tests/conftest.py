@@ -4,6 +4,8 @@ import os
 import pathlib
 
 os.environ.setdefault("JAX_PLATFORMS", "cpu")
+# Entry points without a workdir cache compiled programs in ~/.cache; tests keep out of $HOME.
+os.environ.setdefault("ECGJAX_COMPILATION_CACHE", "off")
 
 import jax  # noqa: E402
 

@@ -45,6 +45,8 @@ def test_pretrain_main_writes_metrics_checkpoints_export_and_picture(pretrained)
   assert sorted(os.listdir(os.path.join(workdir, "checkpoints"))) == ["2", "4"]
   assert os.path.isfile(os.path.join(workdir, "plots", "reconstruction_0000004.png"))
   assert os.path.isfile(os.path.join(workdir, "export", "config.json"))
+  # The compilation cache is on for every run (WORKDIR/jax_cache): the train step is in it.
+  assert any(f.startswith("jit_train_step") for f in os.listdir(os.path.join(workdir, "jax_cache")))
 
 
 def test_rerun_in_same_workdir_resumes_and_does_not_retrain(pretrained):

@@ -22,6 +22,8 @@ from typing import Any, Protocol, TypeVar
 
 import numpy as np
 
+from ecgjax import registry
+
 from ecgjax.data.transforms import crop_or_pad
 
 
@@ -466,3 +468,27 @@ class Compose:
 
   def __repr__(self) -> str:
     return f"Compose({list(self.ops)!r})"
+
+
+AUGMENTATIONS = registry.Registry("augmentation")
+
+
+@AUGMENTATIONS.register("scheduled")
+def _scheduled(fs: float) -> ScheduledAugment:
+  # AnyECG-CCTA's scheduled paired augmentation (SPEC section 4); its strength follows the
+  # epoch the pipeline is in (train_iterator's augment_epochs).
+  del fs
+  return ScheduledAugment()
+
+
+@AUGMENTATIONS.register("st_mem_randaugment")
+def _st_mem_randaugment(fs: float) -> StMemRandAugment:
+  # ST-MEM's fine-tune RandAugment: 2 of 8 ops, p 0.5, level 10 (SPEC section 1).
+  return StMemRandAugment(fs=fs)
+
+
+def build(name: str, fs: float) -> Augmenter | None:
+  """`config.augment`: "none", or the registered augmentation made for sampling rate `fs`."""
+  if name == "none":
+    return None
+  return AUGMENTATIONS.get(name, key="config.augment")(fs)

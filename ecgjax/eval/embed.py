@@ -35,6 +35,7 @@ from jax.sharding import Mesh
 
 from ecgjax import data as data_lib
 from ecgjax import leads as leads_lib
+from ecgjax import tree as tree_lib
 from ecgjax.train import mesh as mesh_lib
 
 EMBEDDING_KEYS: tuple[str, ...] = (
@@ -186,25 +187,12 @@ def check_export(export: Any) -> None:
     raise ValueError(f"{where}: its encoder ({export.config['encoder']['module']} "
                      f"{export.config['variant']}) does not accept the input contract "
                      f"({len(pp.leads)} leads x {pp.samples} samples): {e}") from None
-  flat = lambda t: {jax.tree_util.keystr(k): tuple(np.shape(v))
-                    for k, v in jax.tree_util.tree_flatten_with_path(t)[0]}
-  have, need = flat(export.params), flat(want)
-  missing = sorted(set(need) - set(have))
-  extra = sorted(set(have) - set(need))
-  shape = sorted(k for k in set(need) & set(have) if need[k] != have[k])
-  if missing or extra or shape:
-    bits = []
-    if missing:
-      bits.append(f"{len(missing)} parameter(s) missing (e.g. {missing[0]})")
-    if extra:
-      bits.append(f"{len(extra)} unexpected (e.g. {extra[0]})")
-    if shape:
-      k = shape[0]
-      bits.append(f"{len(shape)} with another shape (e.g. {k}: {have[k]} vs {need[k]})")
+  diff = tree_lib.compare(export.params, want)
+  if not diff.ok:
     raise ValueError(
         f"{where} is incompatible with the model its config names "
         f"({export.config['model']} {export.config['variant']}, module "
-        f"{export.config['encoder']['module']}): {'; '.join(bits)}")
+        f"{export.config['encoder']['module']}): {diff.summary()}")
 
 
 def embed_source(export: Any, source: Any, *, batch_size: int = 64, n_crops: int = 1,

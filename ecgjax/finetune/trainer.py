@@ -55,24 +55,14 @@ def _read_jsonl(path: str) -> list[dict[str, Any]]:
     return [json.loads(line) for line in f if line.strip()]
 
 
-AUGMENTS = ("none", "scheduled", "st_mem_randaugment")
-
-
 # A SIGTERM stopped the run after every process saved the same step (the loop's).
 Preempted = loop_lib.Preempted
 
 
 def make_augment(config: ml_collections.ConfigDict, fs: float) -> Any:
-  """`config.augment`: none; AnyECG-CCTA's scheduled augmentation (SPEC.md section 4); or
-  ST-MEM's fine-tune RandAugment (2 of 8 ops, p 0.5, level 10, SPEC.md section 1) at the
-  contract's rate `fs`."""
-  if config.augment == "none":
-    return None
-  if config.augment == "scheduled":
-    return augment_lib.ScheduledAugment()
-  if config.augment == "st_mem_randaugment":
-    return augment_lib.StMemRandAugment(fs=fs)
-  raise ValueError(f"config.augment={config.augment!r}; known: {', '.join(AUGMENTS)}")
+  """`config.augment` (`ecgjax.data.augment.build`): none; AnyECG-CCTA's scheduled
+  augmentation; or ST-MEM's fine-tune RandAugment at the contract's rate `fs`."""
+  return augment_lib.build(config.augment, fs)
 
 
 class Run:
@@ -242,7 +232,8 @@ def train_split(run: Run, split: splits_lib.Split, *,
   keep_best = hooks_lib.KeepBest(
       validation, best_ckpt, every_steps=steps_per_epoch, history_path=val_path,
       history=history, describe=describe, name=split.name,
-      log_name="macro AUROC" if config.task != "regression" else "-MSE")
+      log_name=("validation macro AUROC" if config.task != "regression"
+                else "validation -MSE"))
   loop = loop_lib.Loop(
       name=split.name, workdir=sdir, mesh=mesh, training=training, data_iter=data_iter,
       data_name=f"{split.name} of {config.data}", checkpointer=checkpointer,

@@ -13,6 +13,8 @@ from typing import Any
 import jax
 import numpy as np
 
+from ecgjax import tree as tree_lib
+
 # Keys under which training scripts nest the weights, in order of preference when a checkpoint
 # holds several candidates (ECGFounder's {'state_dict': ...}, fairseq's {'model': ...}).
 _NESTING = ("state_dict", "model", "model_state_dict", "module", "net", "network", "weights",
@@ -232,17 +234,9 @@ def unflatten(flat: Mapping[str, Any]) -> dict[str, Any]:
   return tree
 
 
-def _shapes(tree: Any) -> dict[str, tuple[int, ...]]:
-  leaves = jax.tree_util.tree_flatten_with_path(tree)[0]
-  return {"/".join(str(getattr(k, "key", k)) for k in path): np.shape(v) for path, v in leaves}
-
-
 def check_template(tree: Any, template: Any, what: str) -> None:
   """Raise listing every path whose presence or shape differs from `template`."""
-  got, want = _shapes(tree), _shapes(template)
-  problems = [f"missing {k} {want[k]}" for k in sorted(set(want) - set(got))]
-  problems += [f"unexpected {k} {got[k]}" for k in sorted(set(got) - set(want))]
-  problems += [f"shape of {k}: checkpoint {got[k]} vs model {want[k]}"
-               for k in sorted(set(got) & set(want)) if got[k] != want[k]]
-  if problems:
-    raise ValueError(f"{what} checkpoint does not fit the model:\n  " + "\n  ".join(problems))
+  diff = tree_lib.compare(tree, template)
+  if not diff.ok:
+    raise ValueError(f"{what} checkpoint does not fit the model:\n  "
+                     + "\n  ".join(diff.lines("checkpoint", "model")))

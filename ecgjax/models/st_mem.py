@@ -198,4 +198,7 @@ class STMEM(nn.Module):
     seq = seq.reshape(b, n_leads, n + 2, dw)[:, :, 1:-1]  # SEP outputs are never predicted
     seq = layers.layer_norm("decoder_norm", epsilon=1e-6, dtype=dt)(seq)
     pred = layers.dense(self.patch_size, "decoder_head", dtype=dt)(seq)
-    return pred, {"mask": mask, "latent": latent, "keep_idx": keep_idx}
+    # pre_logits: the encoder's pooled embedding of the VISIBLE tokens (what a contrastive
+    # branch on the MAE pass compares), returned so no caller has to capture intermediates.
+    return pred, {"mask": mask, "latent": latent, "keep_idx": keep_idx,
+                  "pre_logits": enc_aux["pre_logits"]}

@@ -150,13 +150,9 @@ def make_model(backbone: Backbone, num_outputs: int, head_dropout: float = 0.0) 
 
 def load_pretrained(params: PyTree, pretrained: PyTree) -> PyTree:
   """`params` with its "backbone" replaced by `pretrained`; every path and shape must match."""
-  have = tree.flatten(params["backbone"])
-  want = {k: np.shape(v) for k, v in tree.flatten(pretrained).items()}
-  missing, extra = sorted(set(have) - set(want)), sorted(set(want) - set(have))
-  shape = sorted(k for k in set(have) & set(want) if tuple(have[k].shape) != want[k])
-  if missing or extra or shape:
-    raise ValueError(f"pretrained weights do not fit the backbone: missing {missing[:3]}, "
-                     f"unexpected {extra[:3]}, other shapes {shape[:3]}")
+  diff = tree.compare(pretrained, params["backbone"])
+  if not diff.ok:
+    raise ValueError(f"pretrained weights do not fit the backbone: {diff.summary()}")
   out = dict(params)
   out["backbone"] = jax.tree.map(lambda x: jnp.asarray(x, jnp.float32), pretrained)
   return out

@@ -28,12 +28,6 @@ CONTRASTIVE_PASSES = ("visible", "full")
 TASKS = ("mae", "contrastive")
 
 
-def _is_encoder_call(module, method_name: str) -> bool:
-  # Flax's capture_intermediates filter: record only the encoder's output (embedding, aux), so
-  # the pooled visible-token embedding comes out of the MAE forward without a second pass.
-  return isinstance(module, st_mem.STMEMEncoder) and method_name == "__call__"
-
-
 class HybridObjective(base.Objective):
   """ST-MEM MAE on two lead-dropped views plus InfoNCE between their pooled embeddings."""
 
@@ -97,10 +91,8 @@ class HybridObjective(base.Objective):
     noise = jnp.concatenate([self._noise(keys, 0, n_leads), self._noise(keys, 1, n_leads)])
     variables = {"params": params["model"]}
     if self.contrastive_pass == "visible":
-      (pred, aux), state = self.model.apply(variables, xs, noise, lead_idx=self.lead_idx,
-                                            capture_intermediates=_is_encoder_call,
-                                            mutable=["intermediates"])
-      emb = state["intermediates"]["encoder"]["__call__"][0][0]
+      pred, aux = self.model.apply(variables, xs, noise, lead_idx=self.lead_idx)
+      emb = aux["pre_logits"]  # the pooled visible tokens of this very pass
     else:
       pred, aux = self.model.apply(variables, xs, noise, lead_idx=self.lead_idx)
       emb, _ = self.encoder.apply({"params": params["model"]["encoder"]}, xs,

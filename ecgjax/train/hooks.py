@@ -93,7 +93,7 @@ class KeepBest(Hook):
   def __init__(self, evaluator: Any, checkpointer: Any, *, every_steps: int, history_path: str,
                metric: str = "score", history: Sequence[dict[str, Any]] = (),
                describe: Callable[[int], dict[str, Any]] | None = None, name: str = "",
-               log_name: str = "validation"):
+               log_name: str = "validation score"):
     self.evaluator, self.checkpointer, self.metric = evaluator, checkpointer, metric
     self.every_steps, self.history_path = int(every_steps), history_path
     self.describe, self.name, self.log_name = describe, name, log_name
@@ -116,8 +116,9 @@ class KeepBest(Hook):
     if process0():
       with open(self.history_path, "a") as f:
         f.write(json.dumps(_json_safe(record)) + "\n")
-    logging.info("%s step %d: %s %s %.4f%s", self.name, step, self.log_name, self.metric,
-                 score, " (best)" if improved else "")
+    epoch = f" (epoch {record['epoch']})" if "epoch" in record else ""
+    logging.info("%s step %d%s: %s %.4f%s", self.name, step, epoch, self.log_name, score,
+                 " (best)" if improved else "")
     return None
 
 

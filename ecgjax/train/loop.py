@@ -201,12 +201,7 @@ def run(loop: Loop, state: dict[str, Any], start: int, *,
 def augmenter_from_config(config: ml_collections.ConfigDict):
   """`config.augment` -> a picklable `(x, rng) -> x` run in the grain workers, or None."""
   from ecgjax.data import augment  # pylint: disable=g-import-not-at-top
-  name = config.augment
-  if name == "none":
-    return None
-  if name == "st_mem_randaugment":
-    return augment.StMemRandAugment(fs=config.input.fs)
-  raise ConfigError(f"config.augment={name!r} is unknown; known: none, st_mem_randaugment")
+  return augment.build(config.augment, config.input.fs)
 
 
 def preprocessing_from_config(config: ml_collections.ConfigDict) -> data_lib.Preprocessing:

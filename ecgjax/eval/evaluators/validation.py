@@ -3,9 +3,10 @@
 Fine-tuning's evaluator (it drives `train.hooks.KeepBest`, which keeps the best epoch). The
 recipe that builds it hands over the records in `context.extra`: `source` (prepared records),
 `indices` (the validation rows), `label_names`, `n_crops`, `batch_size` and optionally
-`predict_fn` (the recipe's compiled predictor, so validation and test share one compilation). Predictions run on
-the mesh (every process feeds its slice of the same batch); the score is macro AUROC (or -MSE
-for regression), with AUPRC, the loss and per-label AUROC beside it.
+`predict_fn` (the recipe's compiled predictor, so validation and test share one
+compilation). Predictions run on the mesh (every process feeds its slice of the same batch);
+the score is macro AUROC (or -MSE for regression), with AUPRC, the loss and per-label AUROC
+beside it.
 """
 
 from __future__ import annotations

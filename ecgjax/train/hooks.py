@@ -21,6 +21,7 @@ from absl import logging
 
 from ecgjax import registry
 from ecgjax.errors import ConfigError
+from ecgjax.train import metrics as metrics_lib
 from ecgjax.train.step import check_finite
 
 EVALUATORS = "ecgjax.eval.evaluators"
@@ -115,17 +116,11 @@ class KeepBest(Hook):
     self.history.append(record)
     if process0():
       with open(self.history_path, "a") as f:
-        f.write(json.dumps(_json_safe(record)) + "\n")
+        f.write(json.dumps(metrics_lib.finite_or_null(record)) + "\n")
     epoch = f" (epoch {record['epoch']})" if "epoch" in record else ""
     logging.info("%s step %d%s: %s %.4f%s", self.name, step, epoch, self.log_name, score,
                  " (best)" if improved else "")
     return None
-
-
-def _json_safe(record: Mapping[str, Any]) -> dict[str, Any]:
-  # NaN is not JSON: null, as the report writers do.
-  return {k: (None if isinstance(v, float) and not math.isfinite(v) else v)
-          for k, v in record.items()}
 
 
 def make_evaluator(name: str, cfg: Any, context: EvalContext) -> Any:

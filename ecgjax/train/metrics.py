@@ -7,6 +7,7 @@ import json
 import logging as logging_std
 import os
 import time
+from collections.abc import Mapping
 from typing import Any
 
 import jax
@@ -81,7 +82,7 @@ class MetricWriter:
     record = {"step": int(step), **{k: _plain(v) for k, v in metrics.items()}}
     if self.active:
       with open(self.path, "a") as f:
-        f.write(json.dumps(_finite_or_null(record)) + "\n")
+        f.write(json.dumps(finite_or_null(record)) + "\n")
       tb = self._tensorboard()
       for key, value in record.items():
         if (key != "step" and isinstance(value, (int, float)) and not isinstance(value, bool)
@@ -91,8 +92,9 @@ class MetricWriter:
     return record
 
 
-def _finite_or_null(record: dict[str, Any]) -> dict[str, Any]:
-  # JSON has no NaN: an undefined metric (a label with one class in the test set) is null.
+def finite_or_null(record: Mapping[str, Any]) -> dict[str, Any]:
+  """The record with NaN/inf floats as None: JSON has no NaN (an undefined metric, e.g. a label
+  with one class in the test set, is null)."""
   return {k: (None if isinstance(v, float) and not np.isfinite(v) else v)
           for k, v in record.items()}
 

@@ -13,6 +13,7 @@ import dataclasses
 import functools
 from typing import Any, TypeVar
 
+from ecgjax import errors
 from ecgjax import leads as leads_lib
 
 RESAMPLE_METHODS = ("fft", "poly", "linear", "linear_span")
@@ -140,11 +141,8 @@ class InputContract:
   @classmethod
   def from_dict(cls: type[_C], d: Mapping[str, Any]) -> _C:
     """Inverse of to_dict; unknown keys (e.g. from a newer export) are an error."""
-    known = {f.name for f in dataclasses.fields(cls)}
-    unknown = sorted(set(d) - known)
-    if unknown:
-      raise ValueError(
-          f"unknown Preprocessing keys {unknown}; known: {sorted(known)}")
+    # "Preprocessing": the name exports and users have always seen for these keys.
+    errors.check_keys("Preprocessing", d, (f.name for f in dataclasses.fields(cls)))
     d = dict(d)
     if d.get("leads") is not None:
       d["leads"] = tuple(d["leads"])

@@ -7,6 +7,8 @@ here subclass ValueError too, so code that caught ValueError before still does.
 
 from __future__ import annotations
 
+from collections.abc import Iterable
+
 
 class UserError(Exception):
   """A mistake in a flag, config key or value, data spec, path or export; says which."""
@@ -22,3 +24,12 @@ class SpecError(UserError, ValueError):
 
 class MissingPathError(SpecError, FileNotFoundError):
   """A data spec, export or checkpoint path that does not exist."""
+
+
+def check_keys(what: str, given: Iterable[str], known: Iterable[str]) -> None:
+  """THE unknown-key check (exports, augmentation records, config groups): ConfigError
+  "unknown WHAT keys [...]; known: [...]" when `given` has a key outside `known`."""
+  known = sorted(known)
+  unknown = sorted(set(given) - set(known))
+  if unknown:
+    raise ConfigError(f"unknown {what} keys {unknown}; known: {known}")

@@ -26,6 +26,10 @@ class LaunchFlags:
   compilation_cache: flags.FlagHolder
 
 
+# One compilation cache for every entry point (the test suite shares one across its runs).
+ENV_CACHE = "ECGJAX_COMPILATION_CACHE"
+
+
 def define_flags(config_help: str, workdir_help: str) -> LaunchFlags:
   """Defines --config, --workdir and the multi-host and logging flags (once per program)."""
   holders = LaunchFlags(
@@ -46,7 +50,8 @@ def define_flags(config_help: str, workdir_help: str) -> LaunchFlags:
       compilation_cache=flags.DEFINE_string(
           "compilation_cache", "workdir",
           "persistent XLA compilation cache: 'workdir' (WORKDIR/jax_cache: a resumed run, and "
-          "the splits of a CV run, compile once), a directory, or 'off'"))
+          "the splits of a CV run, compile once), a directory, or 'off'; when the flag is not "
+          "given, $ECGJAX_COMPILATION_CACHE (one cache for every run) wins over 'workdir'"))
   flags.mark_flags_as_required(["config", "workdir"])
   return holders
 
@@ -58,6 +63,8 @@ def setup_process(f: LaunchFlags) -> None:
   if not f.library_logs.value:
     metrics.quiet_library_logs()
   cache = f.compilation_cache.value
+  if not flags.FLAGS["compilation_cache"].present and ENV_CACHE in os.environ:
+    cache = os.environ[ENV_CACHE]
   if cache != "off":
     enable_compilation_cache(os.path.join(f.workdir.value, "jax_cache") if cache == "workdir"
                              else cache)
@@ -68,7 +75,7 @@ def setup_process(f: LaunchFlags) -> None:
 def default_cache_dir() -> str:
   """Where entry points without a workdir keep compiled programs: $ECGJAX_COMPILATION_CACHE
   ('off' disables it), else ~/.cache/ecgjax/jax."""
-  return os.environ.get("ECGJAX_COMPILATION_CACHE",
+  return os.environ.get(ENV_CACHE,
                         os.path.join(os.path.expanduser("~"), ".cache", "ecgjax", "jax"))
 
 

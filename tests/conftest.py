@@ -4,16 +4,23 @@ import os
 import pathlib
 
 os.environ.setdefault("JAX_PLATFORMS", "cpu")
-# Entry points without a workdir cache compiled programs in ~/.cache; tests keep out of $HOME.
-os.environ.setdefault("ECGJAX_COMPILATION_CACHE", "off")
+REPO = pathlib.Path(__file__).resolve().parents[1]
+# One persistent compilation cache for the whole suite, in-process and in the entry points it
+# launches (they read $ECGJAX_COMPILATION_CACHE): many tests compile the same tiny model's step,
+# and a cached program loads in a fraction of its compile time. Keys hash the program and the
+# jax/jaxlib versions, so a stale entry is never reused. It stays out of $HOME.
+CACHE = os.environ.setdefault("ECGJAX_COMPILATION_CACHE",
+                              str(REPO / ".pytest_cache" / "jax-compilation-cache"))
 
 import jax  # noqa: E402
 
 jax.config.update("jax_num_cpu_devices", 8)
+if CACHE != "off":
+  jax.config.update("jax_compilation_cache_dir", CACHE)
+  jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.5)
 
 import pytest  # noqa: E402
 
-REPO = pathlib.Path(__file__).resolve().parents[1]
 SHARED = REPO.parent / "shared"
 
 

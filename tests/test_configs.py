@@ -60,3 +60,56 @@ def test_ecgfm_config_builds_its_objective(variant):
   assert obj.samples == 2500 and obj.frames == 156
   local = ecgfm.get_config(f"variant={variant},runlocal")
   assert local.batch_size == 16 and "mask_ratio" not in local
+
+
+def _parsed(config_file: str, *flags: str):
+  """The config as pretrain/main.py sees it: config_flags parsing `flags` (locked)."""
+  from absl import flags as absl_flags
+  from ml_collections import config_flags
+  argv = ["prog", f"--config={config_file}", *flags]
+  values = absl_flags.FlagValues()
+  config_flags.DEFINE_config_file("config", None, flag_values=values, lock_config=True,
+                                  sys_argv=argv)  # override flags are defined from argv
+  values(argv)
+  return values.config
+
+
+@pytest.mark.parametrize("flag", ["--config.mask_ratio=0.5", "--config.mae.mask_ratio=0.5"])
+def test_a_moved_key_answers_under_both_names(flag):
+  from ecgjax import objectives
+  c = _parsed("configs/stmem.py:variant=mu", flag)
+  assert c.mask_ratio == c.mae.mask_ratio == 0.5
+  assert objectives.build(c).model.mask_ratio == 0.5  # the objective reads the group
+
+
+def test_groups_hold_what_the_objective_modules_declare():
+  from configs import ecgfm, hybrid
+  from ecgjax import objectives
+  from ecgjax.objectives import contrastive, masked_autoencoder, wav2vec2
+  assert dict(stmem.get_config("variant=mu").mae) == masked_autoencoder.DEFAULTS
+  assert set(hybrid.get_config("variant=mu").hybrid) == set(objectives.defaults("hybrid"))
+  assert set(ecgfm.get_config("recipe=cmsc").contrastive) == set(contrastive.DEFAULTS)
+  full = ecgfm.get_config("variant=mu").wav2vec2
+  assert set(full) == set(wav2vec2.DEFAULTS)
+  assert full.mask_prob == wav2vec2.DEFAULTS["mask_prob"] and full.views == 2
+
+
+def test_missing_group_and_unknown_group_key_are_config_errors():
+  from ecgjax import configs, objectives
+  from ecgjax.errors import ConfigError
+  c = stmem.get_config("variant=mu")
+  del c["mae"]
+  with pytest.raises(ConfigError, match=r"config.mae: missing"):
+    objectives.build(c)
+  with pytest.raises(ValueError, match=r"unknown objective 'mae' keys \['mask_ration'\]"):
+    configs.objective("mae", mask_ration=0.5)
+
+
+def test_input_group_is_the_contract_preset():
+  from ecgjax import configs, contract
+  for name in contract.PRESETS:
+    got = contract.InputContract.from_dict(configs.input_contract(name).to_dict())
+    assert got == contract.preset(name)
+  # Unset optional fields stay settable from the command line (typed placeholders).
+  c = _parsed("configs/stmem.py:variant=mu", "--config.input.notch=60")
+  assert c.input.notch == 60.0

@@ -193,13 +193,22 @@ def test_hybrid_uncertainty_weights_get_gradients():
 
 def test_presets_build_and_differ_only_in_intended_keys():
   flat = lambda c: dict(_flatten(c.to_dict()))
-  arms = {p: flat(_config(p)) for p in hybrid_config.PRESETS}
-  intended = {"preset", "objective", "model", "mask_ratio", "input.samples", "vis_every_steps"}
+  configs = {p: _config(p) for p in hybrid_config.PRESETS}
+  arms = {p: flat(c) for p, c in configs.items()}
+  # Outside the objective's group (and the group's flat aliases) the arms share every key.
+  own = {p: set(configs[p][configs[p].objective]) for p in arms}
+  outside = {p: {k: v for k, v in arms[p].items()
+                 if k.split(".")[0] not in own[p] | {configs[p].objective}} for p in arms}
+  intended = {"preset", "objective", "model", "input.samples", "vis_every_steps"}
   for p in ("mae", "contrastive"):
-    assert set(arms[p]) == set(arms["hybrid"])
-    diff = {k for k in arms[p] if arms[p][k] != arms["hybrid"][k]}
+    assert set(outside[p]) == set(outside["hybrid"])
+    diff = {k for k in outside[p] if outside[p][k] != outside["hybrid"][k]}
     assert diff <= intended, (p, diff - intended)
-  assert arms["contrastive"]["mask_ratio"] == 0.0 and arms["mae"]["objective"] == "mae"
+    # The ablation arms' groups are the hybrid's, restricted to the keys each objective has.
+    group = configs[p][configs[p].objective]
+    assert own[p] < own["hybrid"]
+    assert {k: group[k] for k in own[p]} == {k: configs["hybrid"].hybrid[k] for k in own[p]}
+  assert "mask_ratio" not in configs["contrastive"] and arms["mae"]["objective"] == "mae"
   from ecgjax import objectives
   built = {p: objectives.build(_config(p)) for p in hybrid_config.PRESETS}
   assert isinstance(built["hybrid"], hybrid.HybridObjective)

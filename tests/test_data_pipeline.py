@@ -56,6 +56,7 @@ def test_batches_and_determinism(source):
   assert b["lead_mask"].shape == (8, 12) and b["lead_mask"].dtype == np.float32
   assert b["labels"].shape == (8, 5) and b["labels"].dtype == np.float32
   assert b["index"].dtype == np.int64
+  data.check_batch(b, "train")  # THE schema (data/batch.py), every key, dtype and axis
   # Records of one patient share a key; the key is the hash of the source's patient id.
   for i, p in zip(b["index"], b["patient"]):
     assert p == data.pipeline.patient_key(source[int(i)]["patient_id"])
@@ -139,6 +140,8 @@ def test_bad_records_are_skipped_and_reported(caplog):
 
 def test_eval_batches_in_order_padded(source):
   batches = list(data.eval_batches(source, PP, batch_size=16, n_crops=3))
+  for b in batches:
+    data.check_batch(b, "eval")
   assert len(batches) == 3
   b = batches[-1]
   assert b["signal"].shape == (16, 3, 12, 500) and b["signal"].dtype == np.float32
@@ -278,3 +281,16 @@ def test_augment_runs_after_standardisation(source):
   with pytest.raises(ValueError, match="shape"):
     next(data.train_iterator(source, PP, augment=lambda x, rng: x[:, :10],
                              read_threads=0, **kw))
+
+
+def test_check_batch_names_what_breaks_the_schema():
+  good = data.example_batch({"B": 2, "L": 12, "T": 50, "K": 3})
+  data.check_batch(good)
+  with pytest.raises(ValueError, match="train batch lacks 'patient'"):
+    data.check_batch({k: v for k, v in good.items() if k != "patient"})
+  with pytest.raises(ValueError, match=r"batch\['labels'\] axis B is 3 but batch\['signal'\]"):
+    data.check_batch({**good, "labels": np.zeros((3, 3), np.float32)})
+  with pytest.raises(ValueError, match=r"batch\['index'\] has dtype float32"):
+    data.check_batch({**good, "index": np.zeros(2, np.float32)})
+  pad = data.example_batch({"B": 2, "V": 1, "L": 12, "T": 50, "K": 3}, "eval", padding=True)
+  assert not pad["valid"].any() and (pad["index"] == -1).all() and not pad["view_mask"].any()

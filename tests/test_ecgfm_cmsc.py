@@ -61,9 +61,10 @@ def test_full_recipe_cmsc_term_is_infonce_of_time_averaged_outputs():
   # The same pass by hand: segments, span masks, encoder; then InfoNCE in float64 numpy.
   mask_rng, _, drop_rng, gumbel_rng, view_rng = jax.random.split(rng, 5)
   x, index, _ = obj.segments(batch, view_rng)
-  out = obj.model.apply({"params": params}, x, obj.masks(mask_rng, index, 2 * B), 2.0,
-                        train=True, rngs={"dropout": drop_rng, "gumbel": gumbel_rng})
+  _, out = obj.model.apply({"params": params}, x, obj.masks(mask_rng, index, 2 * B), 2.0,
+                           train=True, rngs={"dropout": drop_rng, "gumbel": gumbel_rng})
   z = np.asarray(out["hidden"], np.float64).mean(1)
+  np.testing.assert_allclose(out["pre_logits"], z, rtol=1e-5, atol=1e-6)  # the pooled output
   pos = PATIENTS[:, None] == PATIENTS[None, :]
   np.testing.assert_allclose(aux.terms["cmsc"], _np_info_nce(z[:B], z[B:], 0.1, pos), rtol=1e-5)
   # Record-level positives are a different number when patients repeat.

@@ -28,7 +28,8 @@ def _run(args, env_extra=None, **kw):
 def pretrained(tmp_path_factory):
   workdir = str(tmp_path_factory.mktemp("stmem"))
   proc = _run(["pretrain/main.py", "--config", "configs/stmem.py:variant=mu,runlocal",
-               "--workdir", workdir, "--config.total_steps=4", "--config.batch_size=8",
+               "--workdir", workdir, "--compilation_cache=workdir",
+               "--config.total_steps=4", "--config.batch_size=8",
                "--config.log_every_steps=2", "--config.checkpoint_every_steps=2",
                "--config.vis_every_steps=4", "--config.data=synthetic:32?seed=5"])
   assert proc.returncode == 0, proc.stderr[-4000:]
@@ -45,7 +46,7 @@ def test_pretrain_main_writes_metrics_checkpoints_export_and_picture(pretrained)
   assert sorted(os.listdir(os.path.join(workdir, "checkpoints"))) == ["2", "4"]
   assert os.path.isfile(os.path.join(workdir, "plots", "reconstruction_0000004.png"))
   assert os.path.isfile(os.path.join(workdir, "export", "config.json"))
-  # The compilation cache is on for every run (WORKDIR/jax_cache): the train step is in it.
+  # --compilation_cache=workdir (the default without $ECGJAX_COMPILATION_CACHE): the step is in it.
   assert any(f.startswith("jit_train_step") for f in os.listdir(os.path.join(workdir, "jax_cache")))
 
 

@@ -22,7 +22,7 @@ from typing import Any, Protocol, TypeVar
 
 import numpy as np
 
-from ecgjax import registry
+from ecgjax import errors, registry
 
 from ecgjax.data.transforms import crop_or_pad
 
@@ -209,11 +209,7 @@ def _to_dict(obj: Any) -> dict[str, Any]:
 
 
 def _from_dict(cls: type[_T], d: Mapping[str, Any]) -> _T:
-  known = {f.name for f in dataclasses.fields(cls)}
-  unknown = sorted(set(d) - known)
-  if unknown:
-    raise ValueError(
-        f"unknown {cls.__name__} keys {unknown}; known: {sorted(known)}")
+  errors.check_keys(cls.__name__, d, (f.name for f in dataclasses.fields(cls)))
   return cls(**d)
 
 

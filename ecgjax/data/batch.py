@@ -51,21 +51,34 @@ SCHEMAS = {"train": TRAIN, "eval": EVAL, "image": IMAGE}
 INT_KEYS = tuple(k for k, (dt, _) in TRAIN.items() if dt is np.int64)
 
 
-def example_batch(sizes: Mapping[str, int], kind: str = "train") -> dict[str, np.ndarray]:
-  """An all-zero batch of `kind` with the given axis sizes (e.g. {"B": 1, "L": 12, "T": 2250,
-  "K": 5}); masks are ones. What a model is initialised and a step compiled with."""
+MASKS = ("lead_mask", "view_mask", "valid")
+
+
+def row_shapes(sizes: Mapping[str, int], kind: str = "train") -> dict[str, tuple[Any, tuple]]:
+  """key -> (dtype, shape of ONE row) for the given axis sizes (every axis but B)."""
   schema = SCHEMAS[kind]
-  missing = sorted({a for _, axes in schema.values() for a in axes} - set(sizes))
+  missing = sorted({a for _, axes in schema.values() for a in axes[1:]} - set(sizes))
   if missing:
-    raise ValueError(f"example_batch({kind!r}) needs the sizes of axes {missing}")
+    raise ValueError(f"{kind} batch needs the sizes of axes {missing}")
+  return {key: (dtype, tuple(int(sizes[a]) for a in axes[1:]))
+          for key, (dtype, axes) in schema.items()}
+
+
+def example_batch(sizes: Mapping[str, int], kind: str = "train", *,
+                  padding: bool = False) -> dict[str, np.ndarray]:
+  """An all-zero batch of `kind` with the given axis sizes (e.g. {"B": 1, "L": 12, "T": 2250,
+  "K": 5}): masks are ones (what a model is initialised and a step compiled with), or with
+  `padding` the rows a short last batch is filled up with (masks and `valid` 0, index -1)."""
+  if "B" not in sizes:
+    raise ValueError(f"{kind} batch needs the size of axis B")
+  n = int(sizes["B"])
   out = {}
-  for key, (dtype, axes) in schema.items():
-    shape = tuple(int(sizes[a]) for a in axes)
+  for key, (dtype, shape) in row_shapes(sizes, kind).items():
     if dtype is str:
-      out[key] = np.full(shape, "", dtype=str)
+      out[key] = np.full((n,) + shape, "", dtype=object)  # object: any id length fits
     else:
-      fill = 1 if key in ("lead_mask", "view_mask", "valid") else 0
-      out[key] = np.full(shape, fill, dtype=dtype)
+      fill = (0 if padding else 1) if key in MASKS else (-1 if padding and key == "index" else 0)
+      out[key] = np.full((n,) + shape, fill, dtype=dtype)
   return out
 
 
@@ -86,7 +99,7 @@ def check_batch(batch: Mapping[str, Any], kind: str = "train") -> None:
     x = np.asarray(batch[key])
     if x.ndim != len(axes):
       raise ValueError(f"{kind} batch[{key!r}] has shape {x.shape}; expected axes {axes}")
-    kind_ok = (x.dtype.kind in "US" if dtype is str else
+    kind_ok = (x.dtype.kind in "USO" if dtype is str else
                x.dtype.kind == np.dtype(dtype).kind)
     if not kind_ok:
       raise ValueError(f"{kind} batch[{key!r}] has dtype {x.dtype}; expected {np.dtype(dtype)}")

@@ -8,6 +8,7 @@ from typing import Any
 
 import numpy as np
 
+from ecgjax.data import batch as batch_lib
 from ecgjax.data import sources as sources_lib
 from ecgjax.data import transforms
 from ecgjax.data.formats.prepared import prepare_record
@@ -38,21 +39,14 @@ def _views_bucket(k: int) -> int:
 
 
 def _stack_eval(items: list[tuple[Any, ...]], batch_size: int,
-                template: dict[str, np.ndarray], n_views: int | None) -> Batch:
-  """Stacks examples and pads to batch_size with zeros / valid=False (and every record's views
-  to n_views, or to the bucket of the batch's most, with view_mask 0)."""
+                sizes: dict[str, int], n_views: int | None) -> Batch:
+  """Stacks examples into the eval batch of data/batch.py, padded to batch_size with padding
+  rows (valid False) and every record's views to n_views, or to the bucket of the batch's
+  most, with view_mask 0."""
   n = len(items)
   if n_views is None:
     n_views = _views_bucket(max(len(views) for _, (_, views, _, _) in items))
-  template = dict(template, signal=np.zeros((n_views,) + template["signal"].shape[1:],
-                                            np.float32))
-  out = {k: np.zeros((batch_size,) + v.shape, v.dtype) for k, v in template.items()}
-  out["view_mask"] = np.zeros((batch_size, n_views), np.float32)
-  out["record_id"] = np.full(batch_size, "", dtype=object)
-  out["patient_id"] = np.full(batch_size, "", dtype=object)
-  out["fold"] = np.zeros(batch_size, np.int64)
-  out["index"] = np.full(batch_size, -1, np.int64)
-  out["valid"] = np.zeros(batch_size, bool)
+  out = batch_lib.example_batch({**sizes, "B": batch_size, "V": n_views}, "eval", padding=True)
   for j, (index, (rec, views, mask, labels)) in enumerate(items):
     out["signal"][j, :len(views)], out["lead_mask"][j], out["labels"][j] = views, mask, labels
     out["view_mask"][j, :len(views)] = 1.0
@@ -88,12 +82,9 @@ def eval_batches(
   """
   fixed_views = None if preprocessing.views == "segments" else n_crops
   order = np.arange(len(source)) if indices is None else np.asarray(indices)
-  n_leads, n_labels = len(preprocessing.leads), len(source.label_names)
-  template = {
-      "signal": np.zeros((n_crops, n_leads, preprocessing.samples), np.float32),
-      "lead_mask": np.zeros(n_leads, np.float32),
-      "labels": np.zeros(n_labels, np.float32),
-  }
+  n_labels = len(source.label_names)
+  sizes = {"L": len(preprocessing.leads), "T": preprocessing.samples, "K": n_labels}
+
   def load(i):
     return _eval_example(source, preprocessing, n_crops, n_labels, i)
 
@@ -110,10 +101,10 @@ def eval_batches(
           continue
         pending.append((int(index), ex))
         if len(pending) == batch_size:
-          yield _stack_eval(pending, batch_size, template, fixed_views)
+          yield _stack_eval(pending, batch_size, sizes, fixed_views)
           pending = []
     if pending:
-      yield _stack_eval(pending, batch_size, template, fixed_views)
+      yield _stack_eval(pending, batch_size, sizes, fixed_views)
   finally:
     if pool:
       pool.shutdown(wait=False, cancel_futures=True)

@@ -49,6 +49,7 @@ from absl import logging
 import grain
 import numpy as np
 
+from ecgjax.data import batch as batch_lib
 from ecgjax.data import sources as sources_lib
 from ecgjax.data import transforms
 from ecgjax.data.formats.prepared import PreparedMismatchError  # pylint: disable=unused-import
@@ -159,15 +160,17 @@ class _PackChunk:
   """
 
   def __init__(self, n_leads: int, samples: int, n_labels: int, copies: int = 1):
-    signal = (n_leads, samples) if copies == 1 else (copies, n_leads, samples)
-    self.shapes = {"signal": signal, "lead_mask": (n_leads,),
-                   "labels": (n_labels,), "index": (), "patient": ()}
+    # One row of the training batch (data/batch.py), with the paired copies' axis in front.
+    self.rows = batch_lib.row_shapes({"L": n_leads, "T": samples, "K": n_labels})
+    if copies != 1:
+      dtype, shape = self.rows["signal"]
+      self.rows["signal"] = (dtype, (copies,) + shape)
 
   def __call__(self, elements: list[dict[str, Any]]) -> dict[str, Any]:
     good = [e for e in elements if _BAD_ID not in e]
-    out = {k: (np.stack([e[k] for e in good]) if good else
-               np.zeros((0,) + shape, np.int64 if k in ("index", "patient") else np.float32))
-           for k, shape in self.shapes.items()}
+    out = {k: (np.stack([e[k] for e in good]).astype(dtype, copy=False) if good else
+               np.zeros((0,) + shape, dtype))
+           for k, (dtype, shape) in self.rows.items()}
     bad = [(p, e[_BAD_ID], e[_BAD_REASON])
            for p, e in enumerate(elements) if _BAD_ID in e]
     out["bad_pos"] = np.array([p for p, _, _ in bad], np.int64)

@@ -19,7 +19,6 @@ unicode arrays so they load with `allow_pickle=False`.
 from __future__ import annotations
 
 import functools
-import inspect
 import json
 import os
 import sys
@@ -59,9 +58,9 @@ def _encoder_apply(module_name: str, variant: str, overrides_json: str,
   module = models.build_model(module_name, variant, **json.loads(overrides_json))
   kwargs = {}
   if lead_idx is not None:
-    if "lead_idx" not in inspect.signature(type(module).__call__).parameters:
+    if not models.has_lead_table(module):
       raise ValueError(f"the export's contract feeds leads {lead_idx} (a subset or another "
-                       f"order of the 12) but {module_name} takes no lead_idx")
+                       f"order of the 12) but {module_name} has no lead table")
     kwargs["lead_idx"] = np.asarray(lead_idx, np.int32)
 
   def fn(params, x, view_mask=None):

@@ -1,4 +1,11 @@
-"""Model registry: build_model(name, variant, **overrides)."""
+"""Model registry: build_model(name, variant, **overrides).
+
+Every model returns `(output, aux)`; an encoder's aux has its pooled embedding as
+`pre_logits`. Every encoder is called as `module(x, *, train=False, lead_idx=None)`: `train`
+turns on dropout / batch statistics where the model has them, and `lead_idx` (canonical lead
+indices of x's rows) is read by encoders with a lead table (ST-MEM) and must be None for the
+others, which take leads as channels in the contract's order.
+"""
 
 from typing import Any
 
@@ -47,6 +54,15 @@ def _resnet1d(variant: str, **overrides: Any) -> nn.Module:
 @MODELS.register("resnet2d")  # 2-D ResNet on images, EIANet attention ("resnet2d50[_sa]", "mu")
 def _resnet2d(variant: str, **overrides: Any) -> nn.Module:
   return resnet.ResNet2D(**{**resnet.decode_variant(variant, ndim=2), **overrides})
+
+
+# Encoders that embed each lead by its canonical index (so a lead subset needs `lead_idx`).
+_LEAD_TABLE = (st_mem.STMEMEncoder, st_mem.STMEM)
+
+
+def has_lead_table(module: nn.Module) -> bool:
+  """Whether `module` reads `lead_idx` (a learnt embedding per canonical lead)."""
+  return isinstance(module, _LEAD_TABLE)
 
 
 def build_model(name: str, variant: str, **overrides: Any) -> nn.Module:

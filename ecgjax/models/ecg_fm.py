@@ -189,9 +189,11 @@ class ECGFMEncoder(nn.Module):
   dtype: Dtype = jnp.float32
 
   @nn.compact
-  def __call__(self, x: jax.Array, mask: jax.Array | None = None, *,
-               train: bool = False) -> tuple[jax.Array, dict[str, jax.Array]]:
-    """x: (B, leads, samples) channels-first like the reference; mask: (B, frames) bool."""
+  def __call__(self, x: jax.Array, *, train: bool = False, lead_idx: jax.Array | None = None,
+               mask: jax.Array | None = None) -> tuple[jax.Array, dict[str, jax.Array]]:
+    """x: (B, leads, samples) channels-first like the reference; mask: (B, frames) bool, the
+    frames replaced by the learnt mask embedding (pretraining). -> (pooled, aux)."""
+    layers.no_lead_idx("ECG-FM", lead_idx)
     if x.ndim != 3:
       raise ValueError(f"ECG-FM expects (batch, leads, samples), got {x.shape}")
     feats = FeatureExtractor(self.conv_channels, dtype=self.dtype, name="feature_extractor")(
@@ -214,8 +216,10 @@ class ECGFMEncoder(nn.Module):
     for i in range(self.depth):
       h = PostLNLayer(self.num_heads, self.mlp_dim, self.dropout, self.attention_dropout,
                       self.activation_dropout, self.dtype, name=f"layers_{i}")(h, train)
-    aux = {"features": feats, "features_ln": feats_ln, "x_proj": x_proj, "hidden": h}
-    return pool(h, self.pooling), aux
+    pooled = pool(h, self.pooling)
+    aux = {"features": feats, "features_ln": feats_ln, "x_proj": x_proj, "hidden": h,
+           "pre_logits": pooled}
+    return pooled, aux
 
 
 POOLINGS = ("mean", "nonzero_mean", "feature_nonzero_mean")
@@ -294,20 +298,21 @@ class ECGFM(nn.Module):
 
   @nn.compact
   def __call__(self, x: jax.Array, mask: jax.Array, temperature: jax.Array | float = 2.0, *,
-               train: bool = False) -> dict[str, jax.Array]:
-    """x: (B, leads, samples), mask: (B, T) -> per-frame predictions, targets and stats."""
+               train: bool = False) -> tuple[dict[str, jax.Array], dict[str, jax.Array]]:
+    """x: (B, leads, samples), mask: (B, T) -> (per-frame predictions, targets and codes;
+    aux: the CNN features, the transformer output and its time mean, `pre_logits`)."""
     encoder = ECGFMEncoder(
         self.width, self.depth, self.num_heads, self.mlp_dim, self.conv_channels,
         self.conv_pos_kernel, self.conv_pos_groups, self.dropout, self.attention_dropout,
         self.activation_dropout, self.dropout_input, self.feature_grad_mult, dtype=self.dtype,
         name="encoder")
-    _, aux = encoder(x, mask, train=train)
+    pooled, aux = encoder(x, mask=mask, train=train)
     unmasked = nn.Dropout(self.dropout_features)(aux["features_ln"], deterministic=not train)
     quant = GumbelQuantizer(self.latent_groups, self.latent_vars, self.final_dim,
                             name="quantizer")(unmasked, temperature, train=train)
     targets = _dense(self.final_dim, "project_q", jnp.float32, torch_linear_init)(quant["x"])
     preds = _dense(self.final_dim, "final_proj", jnp.float32, torch_linear_init)(
         aux["hidden"].astype(jnp.float32))
-    return {"preds": preds, "targets": targets, "codes": quant["codes"],
-            "code_logits": quant["logits"], "code_one_hot": quant["one_hot"],
-            "features": aux["features"], "hidden": aux["hidden"]}
+    out = {"preds": preds, "targets": targets, "codes": quant["codes"],
+           "code_logits": quant["logits"], "code_one_hot": quant["one_hot"]}
+    return out, {"features": aux["features"], "hidden": aux["hidden"], "pre_logits": pooled}

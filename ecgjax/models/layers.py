@@ -143,3 +143,11 @@ class Block(nn.Module):
     x = x + MultiHeadAttention(self.num_heads, self.head_dim, dtype=self.dtype, name="attn")(y)
     y = layer_norm("mlp_norm", dtype=self.dtype)(x)
     return x + Mlp(self.mlp_dim, dtype=self.dtype, name="mlp")(y)
+
+
+def no_lead_idx(name: str, lead_idx: Any) -> None:
+  """Encoders without a lead table take leads as input channels in the contract's order;
+  they share the encoder signature `(x, *, train, lead_idx)` but refuse a lead_idx."""
+  if lead_idx is not None:
+    raise ValueError(f"{name} takes leads as input channels in the contract's order and has "
+                     "no lead table: lead_idx must be None")

@@ -18,6 +18,7 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 from ecgjax.errors import ConfigError
+from ecgjax.models import layers
 
 Dtype = Any
 
@@ -156,7 +157,10 @@ class Net1D(nn.Module):
   dtype: Dtype = jnp.float32  # compute dtype; params stay float32
 
   @nn.compact
-  def __call__(self, x: jax.Array, *, train: bool = False) -> tuple[jax.Array, dict[str, Any]]:
+  def __call__(self, x: jax.Array, *, train: bool = False,
+               lead_idx: jax.Array | None = None) -> tuple[jax.Array, dict[str, Any]]:
+    """x: (B, leads, T) -> (logits, or the pooled features without a head; aux)."""
+    layers.no_lead_idx("Net1D", lead_idx)
     if len(self.filters) != len(self.blocks):
       raise ValueError(f"filters {self.filters} and blocks {self.blocks} differ in length")
     x = jnp.swapaxes(x, 1, 2).astype(self.dtype)  # (B, leads, T) -> (B, T, leads), once
@@ -177,7 +181,8 @@ class Net1D(nn.Module):
                        dtype=self.dtype, name=f"stage{s}_block{b}")(x, train)
       self.sow("intermediates", f"stage{s}_out", x)
     features = jnp.mean(x.astype(jnp.float32), axis=1)
+    aux = {"features": features, "pre_logits": features}
     if self.num_classes == 0:
-      return features, {"features": features}
+      return features, aux
     logits = nn.Dense(self.num_classes, dtype=self.dtype, name="head")(features)
-    return logits.astype(jnp.float32), {"features": features}
+    return logits.astype(jnp.float32), aux

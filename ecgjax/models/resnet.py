@@ -21,6 +21,7 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 from ecgjax.errors import ConfigError
+from ecgjax.models import layers
 
 Dtype = Any
 
@@ -160,7 +161,7 @@ class ResNetBody(nn.Module):
     features = jnp.mean(x.astype(jnp.float32), axis=tuple(range(1, 1 + self.ndim)))
     logits = nn.Dense(self.num_classes, dtype=self.dtype, param_dtype=jnp.float32,
                       name="head")(features)
-    aux: dict[str, Any] = {"features": features}
+    aux: dict[str, Any] = {"features": features, "pre_logits": features}
     if maps:
       aux["attention"] = tuple(maps)
     return logits.astype(jnp.float32), aux
@@ -179,7 +180,10 @@ class ResNet1D(nn.Module):
   dtype: Dtype = jnp.float32
 
   @nn.compact
-  def __call__(self, x: jax.Array, *, train: bool = False) -> tuple[jax.Array, dict[str, Any]]:
+  def __call__(self, x: jax.Array, *, train: bool = False,
+               lead_idx: jax.Array | None = None) -> tuple[jax.Array, dict[str, Any]]:
+    """x: (B, leads, T) -> (logits, aux with the pooled features as pre_logits)."""
+    layers.no_lead_idx("ResNet1D", lead_idx)
     x = jnp.swapaxes(x, 1, 2)  # channels-first like the torch references -> channels-last, once
     return ResNetBody(self.stage_sizes, self.block, 1, self.stem_kernel, self.kernel,
                       self.num_classes, self.width, self.spatial_attention,
@@ -199,7 +203,10 @@ class ResNet2D(nn.Module):
   dtype: Dtype = jnp.float32
 
   @nn.compact
-  def __call__(self, x: jax.Array, *, train: bool = False) -> tuple[jax.Array, dict[str, Any]]:
+  def __call__(self, x: jax.Array, *, train: bool = False,
+               lead_idx: jax.Array | None = None) -> tuple[jax.Array, dict[str, Any]]:
+    """x: (B, H, W, C) -> (logits, aux with the pooled features as pre_logits)."""
+    layers.no_lead_idx("ResNet2D", lead_idx)
     return ResNetBody(self.stage_sizes, self.block, 2, self.stem_kernel, self.kernel,
                       self.num_classes, self.width, self.spatial_attention,
                       self.attention_kernel, self.dtype, name="body")(x, train=train)

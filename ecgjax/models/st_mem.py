@@ -68,9 +68,11 @@ class STMEMEncoder(nn.Module):
     return self.seq_len // self.patch_size
 
   @nn.compact
-  def __call__(self, x: jax.Array, *, lead_idx: jax.Array | None = None,
+  def __call__(self, x: jax.Array, *, train: bool = False, lead_idx: jax.Array | None = None,
                keep_idx: jax.Array | None = None) -> tuple[jax.Array, dict[str, jax.Array]]:
-    """x: (B, leads, seq_len); lead_idx: (leads,) canonical indices; keep_idx: (B, leads, k)."""
+    """x: (B, leads, seq_len); lead_idx: (leads,) canonical indices; keep_idx: (B, leads, k).
+    `train` is accepted for the one encoder signature (the ViT has no dropout or BN)."""
+    del train
     if x.ndim != 3 or x.shape[-1] != self.seq_len:
       raise ValueError(
           f"ST-MEM expects input (batch, leads, {self.seq_len}), got {x.shape}: the positional "

@@ -9,7 +9,6 @@ pooled embedding; a new `head` Dense goes on top. Parameters live under "backbon
 from __future__ import annotations
 
 import dataclasses
-import inspect
 import re
 from typing import Any
 
@@ -35,7 +34,6 @@ class FinetuneModel(nn.Module):
   backbone: nn.Module
   num_outputs: int
   emits_logits: bool  # the backbone's own head already gives num_outputs
-  takes_train: bool  # the backbone's __call__ has a `train` flag (BN, dropout)
   lead_idx: tuple[int, ...] | None = None  # canonical lead indices (ST-MEM subsets)
   image_input: bool = False  # 2-D backbones see (leads, T) as a one-channel image
   head_dropout: float = 0.0
@@ -43,9 +41,8 @@ class FinetuneModel(nn.Module):
   @nn.compact
   def __call__(self, x: jax.Array, *, train: bool = False,
                backbone_train: bool | None = None) -> tuple[jax.Array, dict[str, Any]]:
-    kwargs: dict[str, Any] = {}
-    if self.takes_train:
-      kwargs["train"] = train if backbone_train is None else backbone_train
+    # Every backbone has the one encoder signature (x, *, train, lead_idx) -> (out, aux).
+    kwargs: dict[str, Any] = {"train": train if backbone_train is None else backbone_train}
     if self.lead_idx is not None:
       kwargs["lead_idx"] = np.asarray(self.lead_idx, np.int32)
     if self.image_input:
@@ -71,10 +68,6 @@ class Backbone:
   lead_idx: tuple[int, ...] | None = None
   params: PyTree | None = None  # pretrained weights (an export's), None: random init
   description: dict[str, Any] | None = None  # the export's, for re-exporting
-
-
-def _takes(module: nn.Module, arg: str) -> bool:
-  return arg in inspect.signature(type(module).__call__).parameters
 
 
 def build_backbone(name: str, variant: str, num_outputs: int, *, dtype: Any = jnp.float32,
@@ -129,7 +122,7 @@ def backbone_from_export(export: Any, *, dtype: Any = jnp.float32,
     overrides["pooling"] = pooling
   module = models.build_model(enc["module"], export.config["variant"], dtype=dtype, **overrides)
   lead_idx = None
-  if _takes(module, "lead_idx"):
+  if models.has_lead_table(module):
     names = leads_lib.parse_leads(export.config["input"]["leads"])
     lead_idx = tuple(int(i) for i in leads_lib.lead_indices(names))
   params = jax.tree.map(np.asarray, export.params)
@@ -142,7 +135,6 @@ def backbone_from_export(export: Any, *, dtype: Any = jnp.float32,
 def make_model(backbone: Backbone, num_outputs: int, head_dropout: float = 0.0) -> FinetuneModel:
   """The fine-tuning model around `backbone`."""
   return FinetuneModel(backbone.module, int(num_outputs), backbone.emits_logits,
-                       takes_train=_takes(backbone.module, "train"),
                        lead_idx=backbone.lead_idx,
                        image_input=backbone.name == "resnet2d",
                        head_dropout=float(head_dropout))

@@ -13,17 +13,31 @@ the batch or on the device count.
 
 from __future__ import annotations
 
+from typing import Any
+
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
 import ml_collections
 
+from ecgjax import objectives
 from ecgjax.models import layers
 from ecgjax.objectives import base, register, view_encoders
 from ecgjax.objectives.masked_autoencoder import compute_dtype
 
 VIEW_MODES = ("two_crops", "adjacent")
 POSITIVES = ("record", "patient")
+
+# config.contrastive: this objective's keys, declared once (the hybrid's group extends them).
+DEFAULTS: dict[str, Any] = dict(
+    view_samples=2250,  # encoder window per view (ST-MEM: 30 patches of 75)
+    view_mode="two_crops",  # two_crops: own random crop per view; adjacent: CMSC's two
+                            # back-to-back segments (needs input.samples >= 2 x view_samples)
+    lead_drop_p=0.5,  # RLM: each lead of each view zeroed with this probability
+    temperature=0.1,  # InfoNCE logits = cos / temperature (CMSC: 0.1)
+    proj_dim=128,  # projection head Dense(width) -> GELU -> Dense(proj_dim); 0: none
+    positives="record",  # record: the other view only; patient: + same batch["patient"]
+)
 
 # fold_in tags: each random draw of a record gets its own stream from the record's key.
 KEY_CROP, KEY_DROP, KEY_MASK = 0, 1, 3  # KEY_DROP + view, KEY_MASK + view (views 0 and 1)
@@ -173,10 +187,13 @@ class LeadDropContrastive(base.Objective):
   ECG-FM's CMSC + RLM.
   """
 
-  def __init__(self, variant: str, *, leads: tuple[str, ...], view_len: int = 2250,
-               view_mode: str = "two_crops", lead_drop_p: float = 0.5,
-               temperature: float = 0.1, proj_dim: int = 128, positives: str = "record",
-               dtype: str = "float32", encoder: str = "st_mem_encoder"):
+  def __init__(self, variant: str, *, leads: tuple[str, ...],
+               view_len: int = DEFAULTS["view_samples"],
+               view_mode: str = DEFAULTS["view_mode"],
+               lead_drop_p: float = DEFAULTS["lead_drop_p"],
+               temperature: float = DEFAULTS["temperature"], proj_dim: int = DEFAULTS["proj_dim"],
+               positives: str = DEFAULTS["positives"], dtype: str = "float32",
+               encoder: str = "st_mem_encoder"):
     if positives not in POSITIVES:
       raise ValueError(f"positives must be one of {POSITIVES}, got {positives!r}")
     if proj_dim < 0:
@@ -231,20 +248,20 @@ class LeadDropContrastive(base.Objective):
     return params["encoder"], self.encoder.description()
 
 
-def view_len_from_config(config: ml_collections.ConfigDict) -> int:
-  """`config.view_samples`, checked against the input length and the view mode."""
-  view_len = int(config.view_samples)
-  need = view_len * (2 if config.view_mode == "adjacent" else 1)
+def view_options(config: ml_collections.ConfigDict, name: str) -> dict[str, Any]:
+  """`config.<name>` with `view_samples` checked against the input length and the view mode
+  and passed on as the constructors' `view_len`."""
+  o = objectives.options(config, name)
+  view_len = int(o.pop("view_samples"))
+  need = view_len * (2 if o["view_mode"] == "adjacent" else 1)
   if need > config.input.samples:
-    raise ValueError(f"config.view_mode={config.view_mode!r} with view_samples={view_len} "
+    raise ValueError(f"config.{name}.view_mode={o['view_mode']!r} with view_samples={view_len} "
                      f"needs config.input.samples >= {need}, got {config.input.samples}")
-  return view_len
+  return {**o, "view_len": view_len}
 
 
-@register("contrastive")
+@register("contrastive", DEFAULTS)
 def _build(config: ml_collections.ConfigDict) -> LeadDropContrastive:
-  return LeadDropContrastive(
-      config.variant, leads=tuple(config.input.leads), view_len=view_len_from_config(config),
-      view_mode=config.view_mode, lead_drop_p=config.lead_drop_p,
-      temperature=config.temperature, proj_dim=config.proj_dim,
-      positives=config.positives, dtype=config.dtype, encoder=config.model)
+  return LeadDropContrastive(config.variant, leads=tuple(config.input.leads),
+                             dtype=config.dtype, encoder=config.model,
+                             **view_options(config, "contrastive"))

@@ -11,6 +11,8 @@ first form: sum_t exp(-s_t) L_t + s_t, s_t learnable from 0).
 
 from __future__ import annotations
 
+from typing import Any
+
 import jax
 import jax.numpy as jnp
 import ml_collections
@@ -19,7 +21,7 @@ import numpy as np
 from ecgjax import models
 from ecgjax import leads as leads_lib
 from ecgjax.models import st_mem
-from ecgjax.objectives import base, mae, register
+from ecgjax.objectives import base, mae, masked_autoencoder, register
 from ecgjax.objectives import contrastive as con
 from ecgjax.objectives.masked_autoencoder import compute_dtype
 
@@ -27,18 +29,32 @@ WEIGHTINGS = ("fixed", "uncertainty")
 CONTRASTIVE_PASSES = ("visible", "full")
 TASKS = ("mae", "contrastive")
 
+# config.hybrid: the MAE's and the contrastive objective's keys, plus how the two are combined.
+DEFAULTS: dict[str, Any] = dict(
+    **masked_autoencoder.DEFAULTS,
+    **con.DEFAULTS,
+    contrastive_pass="visible",  # visible: pooled visible tokens of the MAE pass; full: an
+                                 # extra unmasked encoder pass for the contrastive branch
+    # w_mae L_mae + w_con L_con, or Kendall: sum_t exp(-s_t) L_t + s_t with s_t learnt from 0.
+    weighting="fixed",  # fixed | uncertainty
+    w_mae=1.0,  # weight of the norm-pix MAE loss (fixed weighting)
+    w_con=1.0,  # weight of the InfoNCE loss (fixed weighting)
+)
+
 
 class HybridObjective(base.Objective):
   """ST-MEM MAE on two lead-dropped views plus InfoNCE between their pooled embeddings."""
 
   frozen_patterns = st_mem.FROZEN_IN_PRETRAINING
 
-  def __init__(self, variant: str, *, leads: tuple[str, ...], view_len: int = 2250,
-               view_mode: str = "two_crops", mask_ratio: float = 0.75,
-               lead_drop_p: float = 0.5, temperature: float = 0.1, proj_dim: int = 128,
-               positives: str = "record", w_mae: float = 1.0, w_con: float = 1.0,
-               weighting: str = "fixed", contrastive_pass: str = "visible",
-               dtype: str = "float32"):
+  def __init__(self, variant: str, *, leads: tuple[str, ...],
+               view_len: int = DEFAULTS["view_samples"], view_mode: str = DEFAULTS["view_mode"],
+               mask_ratio: float = DEFAULTS["mask_ratio"],
+               lead_drop_p: float = DEFAULTS["lead_drop_p"],
+               temperature: float = DEFAULTS["temperature"], proj_dim: int = DEFAULTS["proj_dim"],
+               positives: str = DEFAULTS["positives"], w_mae: float = DEFAULTS["w_mae"],
+               w_con: float = DEFAULTS["w_con"], weighting: str = DEFAULTS["weighting"],
+               contrastive_pass: str = DEFAULTS["contrastive_pass"], dtype: str = "float32"):
     if weighting not in WEIGHTINGS:
       raise ValueError(f"weighting must be one of {WEIGHTINGS}, got {weighting!r}")
     if contrastive_pass not in CONTRASTIVE_PASSES:
@@ -134,14 +150,9 @@ class HybridObjective(base.Objective):
         self.variant, self.model.width, self.view_len, self.leads)
 
 
-@register("hybrid")
+@register("hybrid", DEFAULTS)
 def _build(config: ml_collections.ConfigDict) -> HybridObjective:
   if config.model != "st_mem":
     raise ValueError(f"objective 'hybrid' trains model 'st_mem', got config.model={config.model!r}")
-  return HybridObjective(
-      config.variant, leads=tuple(config.input.leads),
-      view_len=con.view_len_from_config(config), view_mode=config.view_mode,
-      mask_ratio=config.mask_ratio, lead_drop_p=config.lead_drop_p,
-      temperature=config.temperature, proj_dim=config.proj_dim, positives=config.positives,
-      w_mae=config.w_mae, w_con=config.w_con, weighting=config.weighting,
-      contrastive_pass=config.contrastive_pass, dtype=config.dtype)
+  return HybridObjective(config.variant, leads=tuple(config.input.leads), dtype=config.dtype,
+                         **con.view_options(config, "hybrid"))

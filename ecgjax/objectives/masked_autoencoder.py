@@ -11,12 +11,17 @@ import jax.numpy as jnp
 import ml_collections
 import numpy as np
 
-from ecgjax import models
+from ecgjax import models, objectives
 from ecgjax import leads as leads_lib
 from ecgjax.models import st_mem
 from ecgjax.objectives import base, mae, register
 
 DTYPES = {"float32": jnp.float32, "bfloat16": jnp.bfloat16}
+
+# config.mae: this objective's keys, declared once (configs read them through the registry).
+DEFAULTS: dict[str, Any] = dict(
+    mask_ratio=0.75,  # per lead: int(n * (1 - mask_ratio)) patches seen (23 of 30 masked)
+)
 
 
 def compute_dtype(name: str) -> Any:
@@ -32,7 +37,7 @@ class MaskedAutoencoder(base.Objective):
   frozen_patterns = st_mem.FROZEN_IN_PRETRAINING
 
   def __init__(self, variant: str, *, leads: tuple[str, ...], samples: int,
-               mask_ratio: float = 0.75, dtype: str = "float32", fs: float = 250.0,
+               mask_ratio: float = DEFAULTS["mask_ratio"], dtype: str = "float32", fs: float = 250.0,
                model_overrides: dict[str, Any] | None = None):
     """model_overrides: STMEM fields beyond the variant (e.g. a checkpoint's sizes)."""
     self.variant = variant
@@ -116,10 +121,10 @@ class MaskedAutoencoder(base.Objective):
             "mask": np.asarray(mask)}
 
 
-@register("mae")
+@register("mae", DEFAULTS)
 def _build(config: ml_collections.ConfigDict) -> MaskedAutoencoder:
   if config.model != "st_mem":
     raise ValueError(f"objective 'mae' trains model 'st_mem', got config.model={config.model!r}")
   return MaskedAutoencoder(config.variant, leads=tuple(config.input.leads),
-                           samples=config.input.samples, mask_ratio=config.mask_ratio,
-                           dtype=config.dtype, fs=config.input.fs)
+                           samples=config.input.samples, dtype=config.dtype, fs=config.input.fs,
+                           **objectives.options(config, "mae"))

@@ -22,7 +22,7 @@ import jax
 import jax.numpy as jnp
 import ml_collections
 
-from ecgjax import models
+from ecgjax import models, objectives
 from ecgjax.objectives import base, register, view_encoders
 from ecgjax.objectives import contrastive as con
 from ecgjax.objectives.masked_autoencoder import compute_dtype
@@ -231,14 +231,15 @@ class Wav2Vec2(base.Objective):
     o = self.opts
     d = self.draws(batch, rng, step)
     mask, negs, tau, kept = d["mask"], d["negs"], d["tau"], d["kept"]
-    out = self.model.apply({"params": params}, d["x"], mask, tau, train=True, rngs=d["rngs"])
+    out, aux = self.model.apply({"params": params}, d["x"], mask, tau, train=True,
+                                rngs=d["rngs"])
     loss, terms, metrics = wav2vec2_terms(
-        out["preds"], out["targets"], out["codes"], out["code_logits"], out["features"], mask,
+        out["preds"], out["targets"], out["codes"], out["code_logits"], aux["features"], mask,
         negs, logit_temp=o["logit_temp"], diversity_weight=o["diversity_weight"],
         feature_pen_weight=o["feature_pen_weight"])
     metrics.update(temperature=tau, leads_kept=kept.mean())
     if o["cmsc_weight"]:
-      z0, z1 = jnp.split(out["hidden"].astype(jnp.float32).mean(1), 2)
+      z0, z1 = jnp.split(aux["pre_logits"], 2)  # the time-averaged transformer output
       positives = con.positives_matrix(batch, o["positives"])
       cmsc = con.info_nce(z0, z1, o["temperature"], positives)
       loss = loss + o["cmsc_weight"] * cmsc
@@ -253,10 +254,9 @@ class Wav2Vec2(base.Objective):
     return enc, view_encoders.ecg_fm_description(self.variant, self.model.width, self.samples)
 
 
-@register("wav2vec2")
+@register("wav2vec2", DEFAULTS)
 def _build(config: ml_collections.ConfigDict) -> Wav2Vec2:
   if config.model != "ecg_fm":
     raise ValueError(f"objective 'wav2vec2' trains model 'ecg_fm', got {config.model!r}")
-  # Every option is declared in the config (configs/ecgfm.py); a missing one is a KeyError there.
-  options = {k: (tuple(config[k]) if k == "gumbel_temperature" else config[k]) for k in DEFAULTS}
-  return Wav2Vec2(config.variant, samples=config.input.samples, dtype=config.dtype, **options)
+  return Wav2Vec2(config.variant, samples=config.input.samples, dtype=config.dtype,
+                  **objectives.options(config, "wav2vec2"))

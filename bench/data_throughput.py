@@ -2,6 +2,7 @@
 
   python bench/data_throughput.py                       # the default sources below
   python bench/data_throughput.py --data 'ptbxl:../shared/data/ptbxl' --workers 0,2,4
+  python bench/data_throughput.py --images runs/printouts --data none   # printouts only
 
 Each run builds `train_iterator` (read + ST-MEM preprocessing + augmentation +
 crop + standardise + batch), skips `--warmup` batches (worker start-up), then
@@ -10,6 +11,8 @@ and its worker processes spent in the timed window (Linux /proc), so it reads
 as records per second per busy core whatever the machine. Default sources:
 synthetic:2000, ../shared/data/ptbxl-pretrain-250hz/signals.npy and PTB-XL when
 present, and a prepared (float16) copy of the npy corpus made in a temp dir.
+`--images DIR` adds rows for the printouts in DIR (`image:DIR`: decode, EIANet's
+preprocessing at --image_size, or the raw arm, batch), without augmentation.
 The JSON line is last, for scripts.
 """
 
@@ -32,6 +35,8 @@ _BATCHES = flags.DEFINE_integer("batches", 20, "timed batches per run")
 _WARMUP = flags.DEFINE_integer("warmup", 3, "untimed batches first")
 _AUGMENT = flags.DEFINE_bool("augment", True, "apply ST-MEM RandAugment")
 _NO_PREPARED = flags.DEFINE_bool("skip_prepared", False, "do not build the prepared copy")
+_IMAGES = flags.DEFINE_multi_string("images", None, "folder of printouts (image:DIR) to time")
+_IMAGE_SIZE = flags.DEFINE_list("image_size", ["512", "724"], "image height,width")
 
 
 def _cpu_seconds() -> float | None:
@@ -120,7 +125,7 @@ def main(argv):
   aug, aug_name = _augmenter(pp.fs)
   results = []
   with tempfile.TemporaryDirectory(prefix="ecgjax-bench-") as tmp:
-    specs = ([(s.split(":", 1)[0], s) for s in _DATA.value] if _DATA.value
+    specs = ([(s.split(":", 1)[0], s) for s in _DATA.value if s != "none"] if _DATA.value
              else _default_specs(tmp, pp))
     print(f"ST-MEM preprocessing, augment {aug_name}, batch {_BATCH.value}, "
           f"{_BATCHES.value} batches after {_WARMUP.value} warm-up; "
@@ -136,6 +141,20 @@ def main(argv):
         print(f"{name:<16} {w:>7} {r['records_per_s']:>9.0f} "
               f"{r['busy_cores'] or float('nan'):>10.2f} "
               f"{r['records_per_s_per_core'] or float('nan'):>10.0f}", flush=True)
+    from ecgjax.data import images
+    h, w = (int(v) for v in _IMAGE_SIZE.value)
+    for folder in _IMAGES.value or ():
+      source = data.open_source(f"image:{folder}")
+      for preset in ("eianet", "raw"):
+        ipp = images.preset(preset, height=h, width=w)
+        name = f"image/{preset}"
+        for nw in [int(v) for v in _WORKERS.value]:
+          r = {"source": name, "spec": f"image:{folder}", "records": len(source),
+               "image_size": [h, w], **_run(source, ipp, None, nw)}
+          results.append(r)
+          print(f"{name:<16} {nw:>7} {r['records_per_s']:>9.1f} "
+                f"{r['busy_cores'] or float('nan'):>10.2f} "
+                f"{r['records_per_s_per_core'] or float('nan'):>10.1f}", flush=True)
   print(json.dumps({"benchmark": "data_throughput", "batch": _BATCH.value,
                     "augment": aug_name, "cpu_count": os.cpu_count(),
                     "results": results}))

@@ -10,6 +10,7 @@ Arguments after ':' (comma separated): backbone=net1d|resnet1d|resnet2d|export; 
 ecgfounder|8m|mu, default 8m; resnet1d: resnet1d18|34|50|mu, default resnet1d50; resnet2d:
 resnet2d50_sa|resnet2d50|mu); fs= the input rate in Hz (default 500 as ECGFounder; 100 reads
 PTB-XL's records100 for CPU runs); runlocal (a two-minute CPU run on synthetic data);
+input=signal|image (image: EIANet on printouts, backbone=resnet2d, --config.data=image:DIR);
 recipe= a published fine-tune recipe on an export: st_mem (RandAugment 2 of 8 ops at p 0.5 on the
 signal, AdamW lr 1e-3 x batch/256, wd 0.05, no layer decay, SPEC section 1) | ecg_fm (CNN frozen,
 sum / nonzero-count pooling, BCE with balanced pos_weight, SPEC section 2).
@@ -18,7 +19,9 @@ sum / nonzero-count pooling, BCE with balanced pos_weight, SPEC section 2).
 import ml_collections
 from ml_collections.config_dict import placeholder
 
+from ecgjax import configs
 from ecgjax.configs import parse_arg
+from ecgjax.data import images
 
 LEADS_12 = "I,II,III,aVR,aVL,aVF,V1,V2,V3,V4,V5,V6"
 BACKBONES = {"net1d": "8m", "resnet1d": "resnet1d50", "resnet2d": "resnet2d50_sa", "export": ""}
@@ -26,17 +29,26 @@ RECIPES = ("", "st_mem", "ecg_fm")
 
 
 def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
-  """The fine-tuning config; every key is declared here."""
-  arg = parse_arg(arg, backbone="net1d", variant="", fs=500.0, runlocal=False, recipe="")
+  """The fine-tuning config."""
+  arg = parse_arg(arg, backbone="net1d", variant="", fs=500.0, runlocal=False, recipe="",
+                  input="signal")
+  if arg.input not in ("signal", "image"):
+    raise ValueError(f"input={arg.input!r}: known inputs are signal, image")
+  if arg.input == "image" and arg.backbone != "resnet2d":
+    raise ValueError(f"input=image trains a 2-D backbone: use backbone=resnet2d, not "
+                     f"{arg.backbone!r}")
   if arg.backbone not in BACKBONES:
     raise ValueError(f"backbone={arg.backbone!r}: known backbones are {', '.join(BACKBONES)}")
   if arg.recipe not in RECIPES:
     raise ValueError(f"recipe={arg.recipe!r}: known recipes are {', '.join(RECIPES[1:])}")
   c = ml_collections.ConfigDict()
   c.seed = 0                      # params, dropout, data order and augmentation derive from it
-  c.objective = "supervised"      # ecgjax.objectives registry name
-  # Backbone: a Net1D/ResNet by name, or (export != "") a pretrained encoder with a new head.
-  c.model = arg.backbone          # net1d | resnet1d | resnet2d | export
+  # The objective's own keys (task, loss, pos_weight, focal_gamma, focal_alpha, weighting,
+  # pcgrad, layer_decay, head_dropout, freeze) are config.supervised.*, declared with their
+  # defaults in ecgjax/objectives/supervised.py; each also answers as config.<key>.
+  # Backbone (config.model): a Net1D/ResNet by name (net1d | resnet1d | resnet2d), or export
+  # (a pretrained encoder, config.export != "", with a new head).
+  configs.set_objective(c, "supervised", model=arg.backbone)
   c.variant = arg.variant or BACKBONES[arg.backbone]
   c.export = ""                   # WORKDIR/export of a pretraining run (ST-MEM, ECG-FM, hybrid)
   c.mode = "full"                 # full: train all | linear_probe: only the head | scratch:
@@ -44,26 +56,11 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   c.dtype = "float32"             # compute dtype: float32 or bfloat16 (params stay float32)
   c.use_bn = True                 # Net1D BatchNorm (ECGFounder: off; AnyECG-CCTA: on)
   c.backbone_dropout = 0.0        # Net1D dropout (AnyECG-CCTA: 0.5); 0 = off
-  c.head_dropout = 0.0            # dropout before the new head of an export's encoder
-  c.freeze = ""                   # parameters frozen in a full fine-tune: cnn (ECG-FM's feature
-                                  # extractor) or comma-separated regexes over backbone paths
   c.pooling = ""                  # an export encoder's pooling; "" = its own. ECG-FM: mean |
                                   # nonzero_mean (sum over time / nonzero count, its fine-tune) |
                                   # feature_nonzero_mean (its scripts/embs.py)
 
-  # Task and loss.
-  c.task = "multilabel"           # multilabel (one logit per label) | multiclass | regression
   c.labels = ""                   # comma list of the data's labels to learn; "" = all
-  c.loss = "bce"                  # multilabel: bce | focal | brl (binary recall loss, EIANet)
-  c.pos_weight = "none"           # BCE positive weights: none | balanced (n_neg/n_pos of the
-                                  # training split) | one number or one per label
-  c.focal_gamma = 2.0             # focal loss (1 - p_t)^gamma
-  c.focal_alpha = 0.25            # focal loss class weight; < 0: none
-  c.weighting = "none"            # task weighting: none (mean) | uncertainty (Kendall, s_t = 0)
-  c.pcgrad = "none"               # none | paper (random order, sum) | reference (AnyECG-CCTA:
-                                  # fixed order, only later tasks, mean)
-  c.layer_decay = 0.0             # layer-wise lr decay for transformer encoders (e.g. 0.75);
-                                  # 0 = off
 
   # Data: any data spec; records are prepared once and held in memory.
   c.data = "synthetic:600?seed=0&fs=500&seconds=10"
@@ -94,6 +91,10 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   c.input.standardize_eps = 0.0   # > 0: divide by std + eps
   c.input.head_s = placeholder(float)  # keep only the first seconds; None: all
   c.input.views = "crops"         # evaluation inputs: crops | segments
+  # Images (input=image): ECG printouts (data image:DIR) and EIANet's image contract,
+  # ecgjax/data/images.py ImagePreprocessing (size, aspect pad | stretch, each stage on/off).
+  c.modality = arg.input          # signal | image
+  c.image = ml_collections.ConfigDict(images.preset("eianet").to_dict())
 
   # Splits: grouped stratified CV by patient, each fold's training side holding out a
   # validation part that picks the checkpoint; or the data's folds.
@@ -143,7 +144,22 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     c.pos_weight = "balanced"
     c.augment = "none"
 
-  if arg.runlocal:
+  if arg.input == "image":
+    # EIANet (SPEC section 6): ResNet-50 + spatial attention on preprocessed printouts,
+    # binary recall loss, AdamW at lr 2e-5 (base_lr * batch_size / 256), no augmentation.
+    c.data = ""                   # image:DIR (python -m ecgjax.images render writes one)
+    c.loss = "brl"
+    c.base_lr = 2e-5 * 256 / c.batch_size
+    c.augment = "none"
+    c.paired = False
+  if arg.runlocal and arg.input == "image":
+    # A small EIANet on the printouts given in --config.data, at a quarter of the size.
+    c.variant = arg.variant or "mu"
+    c.image.height, c.image.width = 128, 181
+    c.cv_folds, c.epochs, c.batch_size, c.eval_batch_size = 2, 3, 16, 32
+    c.base_lr = 1e-3 * 256 / c.batch_size  # a tiny network from scratch takes larger steps
+    c.bootstrap, c.log_every_steps = 200, 2
+  elif arg.runlocal:
     c.data = f"synthetic:120?seed=0&fs={int(arg.fs)}&seconds=10"
     c.variant = arg.variant or {"net1d": "mu", "resnet1d": "mu", "resnet2d": "mu",
                                 "export": ""}[arg.backbone]

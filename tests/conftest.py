@@ -12,6 +12,16 @@ REPO = pathlib.Path(__file__).resolve().parents[1]
 CACHE = os.environ.setdefault("ECGJAX_COMPILATION_CACHE",
                               str(REPO / ".pytest_cache" / "jax-compilation-cache"))
 
+# Tests run a handful of steps of many small programs, so XLA's compile time dominates the suite:
+# the CPU backend's cheaper LLVM pipeline compiles about 30% faster (measured on the engine and
+# entry-point tests). It changes code generation, not the computation; runs outside the tests
+# keep XLA's defaults. ECGJAX_TEST_XLA_DEFAULTS=1 keeps the defaults here too.
+if os.environ.get("ECGJAX_TEST_XLA_DEFAULTS") != "1":
+  _flags = os.environ.get("XLA_FLAGS", "")
+  if "xla_backend_optimization_level" not in _flags:
+    os.environ["XLA_FLAGS"] = (_flags + " --xla_backend_optimization_level=0"
+                               " --xla_llvm_disable_expensive_passes=true").strip()
+
 import jax  # noqa: E402
 
 jax.config.update("jax_num_cpu_devices", 8)

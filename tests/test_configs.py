@@ -92,6 +92,11 @@ def test_groups_hold_what_the_objective_modules_declare():
   full = ecgfm.get_config("variant=mu").wav2vec2
   assert set(full) == set(wav2vec2.DEFAULTS)
   assert full.mask_prob == wav2vec2.DEFAULTS["mask_prob"] and full.views == 2
+  from configs import finetune
+  from ecgjax.objectives import supervised
+  ft = finetune.get_config("recipe=ecg_fm,backbone=export")
+  assert set(ft.supervised) == set(supervised.DEFAULTS)
+  assert ft.supervised.pos_weight == ft.pos_weight == "balanced"  # the recipe set the alias
 
 
 def test_missing_group_and_unknown_group_key_are_config_errors():

@@ -25,6 +25,8 @@ ALLOWED: dict[str, set[str]] = {
     # Config-file helpers sit at the top with the scripts: the groups come from the plug-ins.
     "configs": {"contract", "objectives"},
     "plotting": {"leads"},
+    "images": {"data", "leads", "cli"},
+    "explain": {"leads", "models", "tree"},
     "contract": {"leads"},
     "models": {"leads", "tree"},
     "export": {"contract", "leads", "models"},

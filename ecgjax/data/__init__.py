@@ -49,6 +49,7 @@ from ecgjax.data.formats.prepared import (
 )
 from ecgjax.data import batch
 from ecgjax.data.batch import check_batch, example_batch, train_example
+from ecgjax.data.images import ImagePreprocessing
 from ecgjax.data.eval_pipeline import eval_batches
 from ecgjax.data.pipeline import (
     TooManyBadRecordsError,

@@ -10,8 +10,10 @@ rows 2i and 2i + 1 of one record):
 Evaluation batches (`eval_pipeline.eval_batches`) add a view axis and the record's identity:
   signal (B, views, leads, samples), view_mask float32 (B, views), record_id / patient_id str
   (B,), fold int (B,), valid bool (B,) (False for padding rows).
-Image records (ECG printouts) carry `pixels` float32 (B, height, width, channels) in place of
-`signal`; the same lead_mask / labels / index / patient columns go with them.
+Image batches (ECG printouts, `ImagePreprocessing` contracts) carry `pixels` float32
+(B, height, width, channels) in [0, 1] in place of `signal` and `lead_mask`, with the same labels
+/ index / patient columns; their eval batches hold `pixels` (B, views = 1, H, W, C) and the eval
+columns.
 """
 
 from __future__ import annotations
@@ -42,10 +44,14 @@ EVAL: dict[str, tuple[Any, tuple[str, ...]]] = {
     "valid": (bool, ("B",)),
 }
 IMAGE: dict[str, tuple[Any, tuple[str, ...]]] = {
-    **{k: v for k, v in TRAIN.items() if k != "signal"},
     "pixels": (np.float32, ("B", "H", "W", "C")),
+    **{k: v for k, v in TRAIN.items() if k not in ("signal", "lead_mask")},
 }
-SCHEMAS = {"train": TRAIN, "eval": EVAL, "image": IMAGE}
+IMAGE_EVAL: dict[str, tuple[Any, tuple[str, ...]]] = {
+    "pixels": (np.float32, ("B", "V", "H", "W", "C")),
+    **{k: v for k, v in EVAL.items() if k not in ("signal", "lead_mask")},
+}
+SCHEMAS = {"train": TRAIN, "eval": EVAL, "image": IMAGE, "image_eval": IMAGE_EVAL}
 # Integer columns are int64 on the host; `train.mesh.to_global` narrows them to int32 (jax
 # runs without x64).
 INT_KEYS = tuple(k for k, (dt, _) in TRAIN.items() if dt is np.int64)
@@ -82,10 +88,28 @@ def example_batch(sizes: Mapping[str, int], kind: str = "train", *,
   return out
 
 
+def is_image(preprocessing: Any) -> bool:
+  """Whether a contract describes images (an `ImagePreprocessing`: height/width/channels)."""
+  return hasattr(preprocessing, "channels") and hasattr(preprocessing, "height")
+
+
+def sizes_of(preprocessing: Any, n_labels: int) -> dict[str, int]:
+  """The axis sizes a contract fixes: L, T (signals) or H, W, C (images); and K."""
+  if is_image(preprocessing):
+    return {"H": preprocessing.height, "W": preprocessing.width, "C": preprocessing.channels,
+            "K": int(n_labels)}
+  return {"L": len(preprocessing.leads), "T": preprocessing.samples, "K": int(n_labels)}
+
+
 def train_example(preprocessing: Any, n_labels: int, n: int = 1) -> dict[str, np.ndarray]:
   """The training batch of `n` rows the input contract `preprocessing` describes."""
-  return example_batch({"B": n, "L": len(preprocessing.leads), "T": preprocessing.samples,
-                        "K": int(n_labels)})
+  kind = "image" if is_image(preprocessing) else "train"
+  return example_batch({"B": n, **sizes_of(preprocessing, n_labels)}, kind)
+
+
+def model_input_key(batch: Mapping[str, Any]) -> str:
+  """The key of the model's input in a batch: "pixels" (images) or "signal"."""
+  return "pixels" if "pixels" in batch else "signal"
 
 
 def check_batch(batch: Mapping[str, Any], kind: str = "train") -> None:

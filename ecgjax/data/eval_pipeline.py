@@ -18,6 +18,9 @@ from ecgjax.data.pipeline import Batch, _check_labels, _report_bad
 def _eval_example(source, preprocessing, n_crops, n_labels, index):
   try:
     rec = source[int(index)]
+    if batch_lib.is_image(preprocessing):  # the whole printout is the one view
+      x = preprocessing.prepare_record(rec)
+      return rec, x[None], None, _check_labels(rec, n_labels)
     x, mask = prepare_record(preprocessing, rec)
     views = preprocessing.views_of(x, n_crops)
     if not len(views):
@@ -46,9 +49,14 @@ def _stack_eval(items: list[tuple[Any, ...]], batch_size: int,
   n = len(items)
   if n_views is None:
     n_views = _views_bucket(max(len(views) for _, (_, views, _, _) in items))
-  out = batch_lib.example_batch({**sizes, "B": batch_size, "V": n_views}, "eval", padding=True)
+  image = "H" in sizes
+  out = batch_lib.example_batch({**sizes, "B": batch_size, "V": n_views},
+                                "image_eval" if image else "eval", padding=True)
+  key = "pixels" if image else "signal"
   for j, (index, (rec, views, mask, labels)) in enumerate(items):
-    out["signal"][j, :len(views)], out["lead_mask"][j], out["labels"][j] = views, mask, labels
+    out[key][j, :len(views)], out["labels"][j] = views, labels
+    if not image:
+      out["lead_mask"][j] = mask
     out["view_mask"][j, :len(views)] = 1.0
     out["record_id"][j] = rec["record_id"]
     out["patient_id"][j] = rec.get("patient_id", rec["record_id"])
@@ -80,10 +88,11 @@ def eval_batches(
   The last batch is padded to batch_size (valid=False) so a jitted function
   sees one shape. Bad records are skipped and logged.
   """
-  fixed_views = None if preprocessing.views == "segments" else n_crops
+  image = batch_lib.is_image(preprocessing)
+  fixed_views = 1 if image else None if preprocessing.views == "segments" else n_crops
   order = np.arange(len(source)) if indices is None else np.asarray(indices)
   n_labels = len(source.label_names)
-  sizes = {"L": len(preprocessing.leads), "T": preprocessing.samples, "K": n_labels}
+  sizes = batch_lib.sizes_of(preprocessing, n_labels)
 
   def load(i):
     return _eval_example(source, preprocessing, n_crops, n_labels, i)

@@ -22,8 +22,21 @@ from ecgjax.data import sources as sources_lib
 _CHUNK = 256  # Records per task: small enough for a smooth progress bar.
 
 
+def _image_problem(rec: sources_lib.Record, n_labels: int) -> str | None:
+  """Why an image record (a printout: `pixels` (H, W, 3) uint8) cannot be used, or None."""
+  px = np.asarray(rec["pixels"])
+  if px.ndim != 3 or px.shape[2] != 3 or 0 in px.shape or px.dtype != np.uint8:
+    return f"pixels must be (height, width, 3) uint8, got {px.shape} {px.dtype}"
+  labels = np.asarray(rec.get("labels", ()), np.float32).reshape(-1)
+  if labels.shape[0] != n_labels:
+    return f"has {labels.shape[0]} labels, the source declares {n_labels}"
+  return None
+
+
 def _problem(rec: sources_lib.Record, n_labels: int) -> str | None:
   """Why a record that was read cannot be used, or None."""
+  if "pixels" in rec:
+    return _image_problem(rec, n_labels)
   x = np.asarray(rec.get("signal"))
   if x.ndim != 2 or 0 in x.shape:
     return f"signal must be (leads, samples), got shape {x.shape}"
@@ -68,7 +81,7 @@ def _inspect_chunk(chunk: tuple[int, int, int]) -> dict[str, Any]:
   source = prepare_lib.worker_source()
   n_labels = len(source.label_names)
   out = {"fs": [], "samples": [], "leads": [], "amplitude": [], "labels": [],
-         "bad": []}
+         "bad": [], "image_sizes": []}
   for i in range(start, stop):
     try:
       rec = source[i]
@@ -81,6 +94,11 @@ def _inspect_chunk(chunk: tuple[int, int, int]) -> dict[str, Any]:
       why, rid = f"{type(e).__name__}: {e}", None
     if why is not None:
       out["bad"].append({"index": i, "record_id": rid, "reason": why})
+      continue
+    if "pixels" in rec:  # a printout: its size instead of rates, durations and amplitudes
+      h, w = np.shape(rec["pixels"])[:2]
+      out["image_sizes"].append(f"{w}x{h}")
+      out["labels"].append(np.asarray(rec.get("labels", ()), np.float32).reshape(-1))
       continue
     x = np.asarray(rec["signal"])
     out["fs"].append(float(rec["fs"]))
@@ -116,10 +134,11 @@ def inspect_source(spec: prepare_lib.SourceArg, *, workers: int | None = None,
   names = tuple(source.label_names)
   labels = (np.stack(merged["labels"]) if merged["labels"]
             else np.zeros((0, len(names)), np.float32))
-  return {
+  sizes = merged["image_sizes"]
+  out = {
       "spec": str(source.spec or spec),
       "source_records": n,
-      "records": int(len(fs)),
+      "records": int(len(fs)) + len(sizes),
       "bad_count": len(bad),
       "sampling_rates": {f"{r:g}": int(c) for r, c in
                          zip(*np.unique(fs, return_counts=True))},
@@ -133,6 +152,11 @@ def inspect_source(spec: prepare_lib.SourceArg, *, workers: int | None = None,
       "bad": [{"index": b["index"], "path": b["record_id"], "reason": b["reason"]}
               for b in bad],
   }
+  if sizes:
+    # Image records: their pixel sizes, and the ones without a label row (labels NaN).
+    out["image_sizes"] = dict(collections.Counter(sizes).most_common())
+    out["unlabelled"] = int(np.isnan(labels).any(axis=1).sum()) if names else len(sizes)
+  return out
 
 
 def format_summary(summary: dict[str, Any], max_bad: int = 50) -> str:
@@ -143,7 +167,8 @@ def format_summary(summary: dict[str, Any], max_bad: int = 50) -> str:
   def table(title, counts):
     lines.append(f"{title}:")
     lines.extend(f"  {k:<40} {v}" for k, v in counts.items())
-  table("sampling rates (Hz: records)", s["sampling_rates"])
+  if s["sampling_rates"]:
+    table("sampling rates (Hz: records)", s["sampling_rates"])
   d = s["durations_s"]
   if d:
     lines.append(f"durations (s): min {d['min']:g}, median {d['median']:g}, "
@@ -152,7 +177,11 @@ def format_summary(summary: dict[str, Any], max_bad: int = 50) -> str:
   if a:
     lines.append(f"max |sample| per record: min {a['min']:g}, median "
                  f"{a['median']:g}, max {a['max']:g}")
-  table("leads (lead set: records)", s["leads"])
+  if s["leads"]:
+    table("leads (lead set: records)", s["leads"])
+  if s.get("image_sizes"):
+    table("image sizes (width x height: records)", s["image_sizes"])
+    lines.append(f"unlabelled images: {s['unlabelled']}")
   if s["labels"]:
     table("labels (name: positives)", s["labels"])
   if s["bad"]:

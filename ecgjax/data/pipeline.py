@@ -147,6 +147,27 @@ class _TrainExample:
     return y * mask[:, None]
 
 
+class _TrainImage:
+  """grain random map for image contracts: source index -> {pixels, labels, index, patient}
+  (the whole printout, fitted; no crop, no augmentation), or a bad-record marker."""
+
+  def __init__(self, source: sources_lib.Source, preprocessing: Any):
+    self.source, self.preprocessing = source, preprocessing
+    self.n_labels = len(source.label_names)
+
+  def __call__(self, element: Any, rng: np.random.Generator) -> dict[str, Any]:
+    del rng
+    index = element[1] if isinstance(element, tuple) else element
+    try:
+      rec = self.source[int(index)]
+      x = self.preprocessing.prepare_record(rec)
+      labels = _check_labels(rec, self.n_labels)
+    except sources_lib.BadRecordError as e:
+      return {_BAD_ID: e.record_id, _BAD_REASON: e.reason}
+    return {"pixels": x, "labels": labels, "index": np.int64(index),
+            "patient": patient_key(rec.get("patient_id", rec["record_id"]))}
+
+
 def _with_position(position: int, index: int) -> tuple[int, int]:
   return position, index
 
@@ -159,9 +180,9 @@ class _PackChunk:
   single records near 1000/s in the main process whatever the worker count.
   """
 
-  def __init__(self, n_leads: int, samples: int, n_labels: int, copies: int = 1):
+  def __init__(self, sizes: dict[str, int], kind: str = "train", copies: int = 1):
     # One row of the training batch (data/batch.py), with the paired copies' axis in front.
-    self.rows = batch_lib.row_shapes({"L": n_leads, "T": samples, "K": n_labels})
+    self.rows = batch_lib.row_shapes(sizes, kind)
     if copies != 1:
       dtype, shape = self.rows["signal"]
       self.rows["signal"] = (dtype, (copies,) + shape)
@@ -254,9 +275,9 @@ class _SkipCountBatchIterator(grain.DatasetIterator):
         self._check()
       if self._row > row0:
         pieces.append((chunk, row0, self._row))
-    out = {k: np.concatenate([c[k][a:b] for c, a, b in pieces])
-           for k in ("signal", "lead_mask", "labels", "index", "patient")}
-    if out["signal"].ndim == 4:  # paired: (b, 2, leads, T) -> rows 2i, 2i+1
+    keys = [k for k in pieces[0][0] if k not in ("bad_pos", "bad_text", "size", "bad")]
+    out = {k: np.concatenate([c[k][a:b] for c, a, b in pieces]) for k in keys}
+    if "signal" in out and out["signal"].ndim == 4:  # paired: (b, 2, leads, T) -> rows 2i, 2i+1
       copies = out["signal"].shape[1]
       out = {k: (v.reshape((-1,) + v.shape[2:]) if k == "signal"
                  else np.repeat(v, copies, axis=0)) for k, v in out.items()}
@@ -376,14 +397,18 @@ def train_dataset(
   if augment_epochs > 0:
     # Positions key the per-record rng as before, so this changes no random draw.
     ds = ds.map_with_index(_with_position)
-  ds = ds.random_map(_TrainExample(source, preprocessing, augment,
-                                   augment_epochs=augment_epochs, paired=paired),
-                     seed=_derived_seed(seed, 1))
+  image = batch_lib.is_image(preprocessing)
+  if image and augment is not None:
+    raise ValueError("image inputs are not augmented (set config.augment=none)")
+  example = (_TrainImage(source, preprocessing) if image else
+             _TrainExample(source, preprocessing, augment, augment_epochs=augment_epochs,
+                           paired=paired))
+  ds = ds.random_map(example, seed=_derived_seed(seed, 1))
   ds = ds[process_index::process_count]
   # Fixed size (not tied to the worker count), so the element order is too.
   ds = ds.batch(CHUNK, batch_fn=_PackChunk(
-      len(preprocessing.leads), preprocessing.samples, len(source.label_names),
-      copies=2 if paired else 1))
+      batch_lib.sizes_of(preprocessing, len(source.label_names)),
+      "image" if image else "train", copies=2 if paired else 1))
   batch_chunks = math.ceil(local_batch / CHUNK)
   it = ds.to_iter_dataset(grain.ReadOptions(
       num_threads=read_threads,

@@ -55,9 +55,10 @@ def predict(fn: Callable[..., jax.Array], state: dict[str, Any], source: Any,
   for batch in data_lib.eval_batches(source, preprocessing, batch_size=batch_size,
                                      n_crops=n_crops, indices=np.asarray(indices)):
     local = batch_size // n_proc
-    part = {k: batch[k][proc * local:(proc + 1) * local] for k in ("signal", "view_mask")}
+    key = data_lib.batch.model_input_key(batch)  # signal, or an image contract's pixels
+    part = {k: batch[k][proc * local:(proc + 1) * local] for k in (key, "view_mask")}
     part = mesh_lib.to_global(part, mesh)
-    p = fn(state["params"], state["collections"], part["signal"], part["view_mask"])
+    p = fn(state["params"], state["collections"], part[key], part["view_mask"])
     pending.append((p, batch))
   for p, batch in pending:  # dispatch is asynchronous: read back after queueing all
     valid = batch["valid"]

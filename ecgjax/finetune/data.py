@@ -28,7 +28,10 @@ class PreparedInMemory(sources_lib.Source):
   def __init__(self, base: sources_lib.Source, preprocessing: data_lib.Preprocessing,
                labels: Sequence[str] = (), threads: int | None = None):
     self.base, self.preprocessing = base, preprocessing
-    self.spec, self.fs, self.leads = base.spec, preprocessing.fs, preprocessing.leads
+    self.image = data_lib.batch.is_image(preprocessing)  # printouts: the fitted picture
+    self.spec = base.spec
+    self.fs = getattr(preprocessing, "fs", None)
+    self.leads = getattr(preprocessing, "leads", ())
     names = tuple(base.label_names)
     labels = tuple(labels) or names
     missing = [l for l in labels if l not in names]
@@ -51,12 +54,21 @@ class PreparedInMemory(sources_lib.Source):
   def _load(self, index: int) -> dict[str, Any] | sources_lib.BadRecordError:
     try:
       rec = self.base[index]
-      x, mask = data_lib.prepare_record(self.preprocessing, rec)
+      if self.image:
+        pixels = self.preprocessing.fitted(rec["pixels"])
+      else:
+        x, mask = data_lib.prepare_record(self.preprocessing, rec)
     except sources_lib.BadRecordError as e:
       return e
     labels = np.asarray(rec.get("labels", ()), np.float32).reshape(-1)
     if labels.size == len(self.base.label_names):
       labels = labels[self.label_idx]
+    if np.isnan(labels).any():  # an image with no row in labels.csv: nothing to learn from
+      return sources_lib.BadRecordError(rec["record_id"], "unlabelled (no labels row)")
+    if self.image:
+      return {"pixels": pixels, "labels": labels, "record_id": rec["record_id"],
+              "patient_id": rec.get("patient_id", rec["record_id"]),
+              "fold": rec.get("fold", 0), "prepared": self._marker}
     return {"signal": x, "fs": self.preprocessing.fs, "leads": self.preprocessing.leads,
             "lead_mask": mask, "labels": labels, "record_id": rec["record_id"],
             "patient_id": rec.get("patient_id", rec["record_id"]),

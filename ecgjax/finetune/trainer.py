@@ -27,6 +27,7 @@ import numpy as np
 from absl import logging
 
 from ecgjax import data as data_lib
+from ecgjax.errors import ConfigError
 from ecgjax.data import augment as augment_lib
 from ecgjax.eval import embed, protocols
 from ecgjax.eval import predictions as pred_lib
@@ -77,9 +78,15 @@ class Run:
       embed.check_export(self.export)
       # The encoder was trained on this contract; config.input does not apply.
       self.preprocessing = data_lib.Preprocessing.of(self.export.contract)
+    elif config.modality == "image":
+      # Printouts: EIANet's image contract (config.image: size, aspect, the stages).
+      self.preprocessing = data_lib.ImagePreprocessing.from_dict(config.image.to_dict())
     else:
       self.preprocessing = data_lib.Preprocessing.from_dict(config.input.to_dict())
     labels = [l.strip() for l in str(config.labels).split(",") if l.strip()]
+    if source is None and not config.data:
+      raise ConfigError("config.data is empty: give a data spec (--config.data=image:DIR for "
+                        "input=image; python -m ecgjax.images render writes such a folder)")
     base = source if source is not None else data_lib.open_source(config.data)
     t0 = time.perf_counter()
     self.data = ft_data.PreparedInMemory(base, self.preprocessing, labels)
@@ -175,7 +182,7 @@ def train_split(run: Run, split: splits_lib.Split, *,
   # Every split starts from the same initial weights (config.seed); data order and
   # augmentation differ per split.
   seed = protocols.derive_seed(config.seed, split.index)
-  augment = make_augment(config, run.preprocessing.fs)
+  augment = make_augment(config, getattr(run.preprocessing, "fs", 0.0))
   scheduled = isinstance(augment, augment_lib.ScheduledAugment)
   # alpha(e) runs over the passes the data stream makes in the whole run (an epoch of
   # steps_per_epoch batches may hold a few more records than this split's training side).

@@ -16,6 +16,11 @@ PyTree = Any
 Batch = dict[str, jax.Array]
 
 
+def model_input(batch: Batch) -> jax.Array:
+  """What the model reads from a batch: `pixels` (images, B x H x W x C) or `signal`."""
+  return batch["pixels"] if "pixels" in batch else batch["signal"]
+
+
 class LossAux(NamedTuple):
   """Everything an objective reports besides the scalar loss (a pytree)."""
   terms: dict[str, jax.Array]        # per-term losses, logged under their names

@@ -35,7 +35,8 @@ class FinetuneModel(nn.Module):
   num_outputs: int
   emits_logits: bool  # the backbone's own head already gives num_outputs
   lead_idx: tuple[int, ...] | None = None  # canonical lead indices (ST-MEM subsets)
-  image_input: bool = False  # 2-D backbones see (leads, T) as a one-channel image
+  image_input: bool = False  # a 2-D backbone: images (B, H, W, C) as they are, or a signal
+                             # (B, leads, T) as a one-channel image
   head_dropout: float = 0.0
 
   @nn.compact
@@ -45,7 +46,7 @@ class FinetuneModel(nn.Module):
     kwargs: dict[str, Any] = {"train": train if backbone_train is None else backbone_train}
     if self.lead_idx is not None:
       kwargs["lead_idx"] = np.asarray(self.lead_idx, np.int32)
-    if self.image_input:
+    if self.image_input and x.ndim == 3:  # a (leads, T) signal seen as a one-channel image
       x = x[..., None]
     out, aux = self.backbone(x, **kwargs)
     if self.emits_logits:

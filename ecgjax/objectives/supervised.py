@@ -17,6 +17,7 @@ import jax.numpy as jnp
 import ml_collections
 import numpy as np
 
+from ecgjax import objectives
 from ecgjax.objectives import losses, pcgrad, weighting
 from ecgjax.objectives import classifier as model_lib
 from ecgjax.objectives import base, register
@@ -27,15 +28,36 @@ MODES = ("full", "linear_probe", "scratch")
 MAX_LOGGED_TASKS = 16
 
 
+# config.supervised: this objective's keys, declared once (configs/finetune.py sets values).
+DEFAULTS: dict[str, Any] = dict(
+    task="multilabel",  # multilabel (one logit per label) | multiclass | regression
+    loss="bce",  # multilabel: bce | focal | brl (binary recall loss, EIANet)
+    pos_weight="none",  # BCE positive weights: none | balanced (n_neg/n_pos of the training
+                        # split) | one number or one per label
+    focal_gamma=2.0,  # focal loss (1 - p_t)^gamma
+    focal_alpha=0.25,  # focal loss class weight; < 0: none
+    weighting="none",  # task weighting: none (mean) | uncertainty (Kendall, s_t = 0)
+    pcgrad="none",  # none | paper (random order, sum) | reference (AnyECG-CCTA: fixed order,
+                    # only later tasks, mean)
+    layer_decay=0.0,  # layer-wise lr decay for transformer encoders (e.g. 0.75); 0 = off
+    head_dropout=0.0,  # dropout before the new head of an export's encoder
+    freeze="",  # parameters frozen in a full fine-tune: cnn (ECG-FM's feature extractor) or
+                # comma-separated regexes over backbone paths
+)
+
+
 class Supervised(base.Objective):
   """Fine-tunes `backbone` on labels; see the module docstring."""
 
   def __init__(self, backbone: model_lib.Backbone, label_names: Sequence[str], *,
-               task: str = "multilabel", loss: str = "bce",
-               pos_weight: np.ndarray | None = None, focal_gamma: float = 2.0,
-               focal_alpha: float = 0.25, weighting_name: str = "none",
-               pcgrad_variant: str = "none", mode: str = "full", layer_decay: float = 0.0,
-               head_dropout: float = 0.0, freeze: str = ""):
+               task: str = DEFAULTS["task"], loss: str = DEFAULTS["loss"],
+               pos_weight: np.ndarray | None = None,
+               focal_gamma: float = DEFAULTS["focal_gamma"],
+               focal_alpha: float = DEFAULTS["focal_alpha"],
+               weighting_name: str = DEFAULTS["weighting"],
+               pcgrad_variant: str = DEFAULTS["pcgrad"], mode: str = "full",
+               layer_decay: float = DEFAULTS["layer_decay"],
+               head_dropout: float = DEFAULTS["head_dropout"], freeze: str = DEFAULTS["freeze"]):
     if task not in TASKS:
       raise ValueError(f"task must be one of {TASKS}, got {task!r}")
     if mode not in MODES:
@@ -71,7 +93,7 @@ class Supervised(base.Objective):
   def init(self, rng, batch):
     """Head and backbone params (pretrained where given), log-variances, BN statistics."""
     r_params, r_drop = jax.random.split(rng)
-    x = jnp.asarray(batch["signal"])
+    x = jnp.asarray(base.model_input(batch))
     variables = self.model.init({"params": r_params, "dropout": r_drop}, x, train=False)
     params = dict(variables["params"])
     if self.backbone.params is not None:
@@ -110,7 +132,7 @@ class Supervised(base.Objective):
   def loss(self, params, collections, batch, rng, step):
     """Sum of the weighted task terms; per-task raw losses logged as loss_<task>."""
     del step
-    outputs, collections = self.apply(params, collections, batch["signal"], train=True,
+    outputs, collections = self.apply(params, collections, base.model_input(batch), train=True,
                                       rng=rng)
     raw = self.task_losses(outputs, batch["labels"])
     tasks = weighting.weighted_tasks(raw, self.weighting, params.get("log_vars"))
@@ -159,16 +181,18 @@ class Supervised(base.Objective):
 def build_from_config(config: ml_collections.ConfigDict, backbone: model_lib.Backbone,
                       label_names: Sequence[str],
                       pos_weight: np.ndarray | None = None) -> Supervised:
-  """The objective `config` describes, for one split (pos_weight from its training side)."""
-  return Supervised(backbone, label_names, task=config.task, loss=config.loss,
-                    pos_weight=pos_weight, focal_gamma=config.focal_gamma,
-                    focal_alpha=config.focal_alpha, weighting_name=config.weighting,
-                    pcgrad_variant=config.pcgrad, mode=config.mode,
-                    layer_decay=config.layer_decay, head_dropout=config.head_dropout,
-                    freeze=config.freeze)
+  """The objective `config` describes, for one split (pos_weight: the array computed from the
+  training side for `config.supervised.pos_weight`)."""
+  o = objectives.options(config, "supervised")
+  return Supervised(backbone, label_names, task=o["task"], loss=o["loss"],
+                    pos_weight=pos_weight, focal_gamma=o["focal_gamma"],
+                    focal_alpha=o["focal_alpha"], weighting_name=o["weighting"],
+                    pcgrad_variant=o["pcgrad"], mode=config.mode,
+                    layer_decay=o["layer_decay"], head_dropout=o["head_dropout"],
+                    freeze=o["freeze"])
 
 
-@register("supervised")
+@register("supervised", DEFAULTS)
 def _build(config: ml_collections.ConfigDict) -> Supervised:
   """Registry entry: a Net1D/ResNet backbone named by config.model (labels from config.labels)."""
   from ecgjax.objectives.masked_autoencoder import compute_dtype

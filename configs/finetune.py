@@ -56,6 +56,8 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   c.dtype = "float32"             # compute dtype: float32 or bfloat16 (params stay float32)
   c.use_bn = True                 # Net1D BatchNorm (ECGFounder: off; AnyECG-CCTA: on)
   c.backbone_dropout = 0.0        # Net1D dropout (AnyECG-CCTA: 0.5); 0 = off
+  c.spatial_attention = placeholder(bool)  # ResNets: EIANet's attention gates on/off
+                                  # (False: the paper's ResNet-50 baseline); None: the variant's
   c.pooling = ""                  # an export encoder's pooling; "" = its own. ECG-FM: mean |
                                   # nonzero_mean (sum over time / nonzero count, its fine-tune) |
                                   # feature_nonzero_mean (its scripts/embs.py)

@@ -41,21 +41,51 @@ def test_image_batches_follow_the_schema(printouts):
   assert batches[0]["pixels"].shape == (16, 1, 64, 90, 1)
 
 
-def test_eianet_finetunes_on_printouts_and_scores_an_external_set(printouts, tmp_path):
-  from configs import finetune as ft_config
-  from ecgjax.finetune import trainer
+def test_eianet_finetunes_on_printouts_scores_an_external_set_and_explains(printouts,
+                                                                         tmp_path):
+  """EIANet (mu) fine-tuned on the printouts (2 grouped-CV splits, 1 epoch), the external
+  fold-ensemble scores, then finetune/explain.py's Grad-CAM of that run."""
+  import subprocess, sys
+  import cv2
   import jax
+  from configs import finetune as ft_config
+  from ecgjax.finetune import load, trainer
   c = ft_config.get_config("backbone=resnet2d,input=image,runlocal")
   assert (c.modality, c.model, c.loss, c.image.height) == ("image", "resnet2d", "brl", 128)
   c.data = c.external = f"image:{printouts}"
   c.image.height, c.image.width = 64, 90
   c.epochs, c.batch_size, c.eval_batch_size, c.bootstrap = 1, 8, 8, 20
   c.labels = "NORM,STE"
-  out = trainer.finetune(c, str(tmp_path), devices=jax.devices()[:1])
+  workdir = tmp_path / "eianet"
+  out = trainer.finetune(c, str(workdir), devices=jax.devices()[:1])
   assert out["n_splits"] == 2 and 0.0 <= out["macro_auroc"] <= 1.0
-  rows = list(csv.reader(open(tmp_path / "predictions_external.csv")))
+  rows = list(csv.reader(open(workdir / "predictions_external.csv")))
   assert len(rows) == 25  # header + every printout, scored by the fold ensemble
-  assert os.path.isfile(tmp_path / "predictions.csv")
+  assert os.path.isfile(workdir / "predictions.csv")
+
+  repo = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+  cam_dir = tmp_path / "cam"
+  proc = subprocess.run(
+      [sys.executable, "finetune/explain.py", "--run", str(workdir), "--data",
+       f"image:{printouts}", "--method", "gradcam", "--out", str(cam_dir), "--target", "STE",
+       "--limit", "3"], cwd=repo, capture_output=True, text=True, timeout=300)
+  assert proc.returncode == 0, proc.stderr[-3000:]
+  z = np.load(cam_dir / "gradcam.npz")
+  assert z["cam"].shape == (3, 64, 90) and z["p"].shape == (3, 2) and str(z["target"]) == "STE"
+  assert 0 <= z["cam"].min() and z["cam"].max() <= 1
+  # The model explain.py rebuilt from the workdir is the one that made the predictions.
+  model = load.load_split(str(workdir), 0)
+  src = data.open_source(f"image:{printouts}")
+  x = np.stack([model.preprocessing.prepare_record(src[i]) for i in range(3)])
+  np.testing.assert_allclose(model.predict(x), z["p"], rtol=1e-5, atol=1e-6)
+  ext = {r[0]: r for r in rows[1:]}
+  panel = cv2.imread(str(cam_dir / f"{z['record_id'][0]}.png"))
+  assert panel.shape == (64, 3 * 90, 3)  # input | map over it | thresholded view
+  assert z["record_id"][0] in ext
+  bad = subprocess.run([sys.executable, "finetune/explain.py", "--run", str(tmp_path),
+                        "--data", f"image:{printouts}", "--out", str(cam_dir)], cwd=repo,
+                       capture_output=True, text=True, timeout=300)
+  assert bad.returncode == 2 and "not a fine-tuning run" in bad.stderr
 
 
 def test_unlabelled_printouts_are_left_out_of_fine_tuning(printouts, tmp_path):
@@ -70,3 +100,16 @@ def test_unlabelled_printouts_are_left_out_of_fine_tuning(printouts, tmp_path):
   assert len(prepared) == 24 and len(prepared.good()) == 21
   rec = prepared[int(prepared.good()[0])]
   assert rec["pixels"].shape == (64, 90, 1) and rec["pixels"].dtype == np.uint8
+
+
+def test_spatial_attention_switch_gives_the_resnet_baseline():
+  import jax
+  import jax.numpy as jnp
+  from ecgjax.objectives import classifier
+  x = jnp.zeros((1, 64, 90, 1))
+  for on in (True, False):
+    b = classifier.build_backbone("resnet2d", "mu", 1, spatial_attention=on)
+    params = jax.eval_shape(lambda: b.module.init(jax.random.PRNGKey(0), x))["params"]
+    assert any(k.startswith("attention") for k in params["body"]) == on
+  with pytest.raises(ValueError, match="applies to the ResNets"):
+    classifier.build_backbone("net1d", "mu", 1, spatial_attention=True)

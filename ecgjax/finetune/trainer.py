@@ -123,7 +123,8 @@ class Run:
     return model_lib.build_backbone(self.config.model, self.config.variant,
                                     len(self.label_names), dtype=dtype,
                                     use_bn=self.config.use_bn,
-                                    dropout=self.config.backbone_dropout)
+                                    dropout=self.config.backbone_dropout,
+                                    spatial_attention=self.config.spatial_attention)
 
   def rows_per_step(self) -> int:
     """Rows the devices see per step: records, doubled by paired augmented copies."""

@@ -72,8 +72,10 @@ class Backbone:
 
 
 def build_backbone(name: str, variant: str, num_outputs: int, *, dtype: Any = jnp.float32,
-                   use_bn: bool = True, dropout: float = 0.0) -> Backbone:
-  """A randomly initialised Net1D / ResNet with `num_outputs` head units."""
+                   use_bn: bool = True, dropout: float = 0.0,
+                   spatial_attention: bool | None = None) -> Backbone:
+  """A randomly initialised Net1D / ResNet with `num_outputs` head units; `spatial_attention`
+  (ResNets) overrides the variant's EIANet attention gates (None: the variant's)."""
   if name not in LOGIT_BACKBONES:
     raise ValueError(f"backbone {name!r} is not built by name here; known: "
                      f"{', '.join(LOGIT_BACKBONES)} (an export's encoder: --config.export=DIR)")
@@ -81,6 +83,10 @@ def build_backbone(name: str, variant: str, num_outputs: int, *, dtype: Any = jn
   if name == "net1d":
     overrides.update(use_bn=bool(use_bn), use_dropout=dropout > 0,
                      dropout_rate=float(dropout or 0.5))
+  if spatial_attention is not None:
+    if not name.startswith("resnet"):
+      raise ValueError(f"config.spatial_attention applies to the ResNets, not {name!r}")
+    overrides["spatial_attention"] = bool(spatial_attention)
   module = models.build_model(name, variant, dtype=dtype, **overrides)
   return Backbone(module, name, variant, overrides, emits_logits=True)
 

@@ -1,0 +1,108 @@
+"""A finished fine-tuning run's model, back from its workdir: what explanations and later
+scoring need without preparing the run's data again.
+
+    model = load_split("runs/eianet", split=0)
+    logits = model.predict(x)      # x: (B, H, W, C) printouts or (B, leads, T) signals
+
+It reads WORKDIR/config.json, the split's label names (its predictions_test.csv) and the
+validation-selected state (WORKDIR/split<k>/best/), and rebuilds the same objective.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+from typing import Any
+
+import jax
+import ml_collections
+import numpy as np
+
+from ecgjax import data as data_lib
+from ecgjax import export as export_lib
+from ecgjax.errors import ConfigError, MissingPathError
+from ecgjax.eval import predictions as pred_lib
+from ecgjax.objectives import classifier as model_lib
+from ecgjax.objectives import supervised as objective_lib
+from ecgjax.objectives.masked_autoencoder import compute_dtype
+from ecgjax.train import checkpoint as ckpt_lib
+from ecgjax.train import mesh as mesh_lib
+from ecgjax.train import step as step_lib
+
+
+@dataclasses.dataclass
+class LoadedModel:
+  """One split's fine-tuned model: objective, restored state, contract and labels."""
+  config: ml_collections.ConfigDict
+  objective: objective_lib.Supervised
+  state: dict[str, Any]
+  preprocessing: Any  # data.Preprocessing (signals) or data.ImagePreprocessing (printouts)
+  label_names: tuple[str, ...]
+  split: int
+
+  def variables(self) -> dict[str, Any]:
+    """The flax variables of `objective.model` (params without log-variances, BN stats)."""
+    params = {k: v for k, v in self.state["params"].items() if k != "log_vars"}
+    return {"params": params, **self.state["collections"]}
+
+  def predict(self, x: np.ndarray) -> np.ndarray:
+    """Probabilities (multilabel: sigmoid; multiclass: softmax) or regression outputs."""
+    p = self.objective.predict(self.state["params"], self.state["collections"],
+                               jax.numpy.asarray(x))
+    return np.asarray(p)
+
+
+def preprocessing_of(config: ml_collections.ConfigDict, export: Any = None) -> Any:
+  """The input contract a run trained on (an export's, the image contract, or config.input)."""
+  if export is not None:
+    return data_lib.Preprocessing.of(export.contract)
+  if config.get("modality", "signal") == "image":
+    return data_lib.ImagePreprocessing.from_dict(config.image.to_dict())
+  return data_lib.Preprocessing.from_dict(config.input.to_dict())
+
+
+def backbone_of(config: ml_collections.ConfigDict, export: Any, n_outputs: int
+                ) -> model_lib.Backbone:
+  """The run's backbone before training (weights come from the checkpoint)."""
+  dtype = compute_dtype(config.dtype)
+  if export is not None:
+    return model_lib.backbone_from_export(export, dtype=dtype, pooling=config.pooling or None)
+  return model_lib.build_backbone(config.model, config.variant, n_outputs, dtype=dtype,
+                                  use_bn=config.use_bn, dropout=config.backbone_dropout,
+                                  spatial_attention=config.get("spatial_attention"))
+
+
+def load_split(workdir: str, split: int = 0, devices: Any = None) -> LoadedModel:
+  """The validation-selected model of `split` of the finished run in `workdir`."""
+  cfg_path = os.path.join(workdir, "config.json")
+  sdir = os.path.join(workdir, f"split{split}")
+  if not os.path.isfile(cfg_path):
+    raise MissingPathError(f"{workdir}: not a fine-tuning run (no config.json)")
+  with open(cfg_path) as f:
+    config = ml_collections.ConfigDict(json.load(f))
+  if "supervised" not in config:  # a run from before the objective's keys had their group
+    config.supervised = {k: config[k] for k in objective_lib.DEFAULTS if k in config}
+  test_csv = os.path.join(sdir, "predictions_test.csv")
+  if not os.path.isfile(test_csv):
+    raise MissingPathError(f"{sdir}: split {split} is not finished (no predictions_test.csv)")
+  label_names = tuple(pred_lib.read_csv(test_csv).label_names)
+  export = export_lib.load_export(config.export) if config.get("export") else None
+  preprocessing = preprocessing_of(config, export)
+  objective = objective_lib.build_from_config(
+      config, backbone_of(config, export, len(label_names)), label_names)
+  mesh = mesh_lib.make_mesh(devices or jax.devices()[:1])
+  example = data_lib.batch.train_example(preprocessing, len(label_names), n=1)
+  cfg = ml_collections.ConfigDict(config.to_dict())
+  cfg.total_steps, cfg.warmup_steps = max(int(cfg.get("total_steps") or 0), 1), 0
+  training = step_lib.build_training(cfg, objective, mesh, example)
+  abstract = ckpt_lib.abstract_like(training.abstract_state, training.shardings)
+  best = ckpt_lib.Checkpointer(os.path.join(sdir, "best"), keep=1, with_data=False,
+                               async_save=False)
+  step = best.latest_step()
+  if step is None:
+    raise ConfigError(f"{sdir}/best holds no checkpoint")
+  state = best.restore(step, {"params": abstract["params"],
+                              "collections": abstract["collections"]}, None)
+  best.close()
+  return LoadedModel(config, objective, state, preprocessing, label_names, split)

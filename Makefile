@@ -6,7 +6,9 @@ BIN := $(VENV)/bin
 DEMO_DIR ?= runs/demo
 PYTEST_ARGS ?=
 # Two pytest workers: most tests are single-threaded Python/XLA compiles, so both cores stay busy
-# (CI machines have two). PYTEST_WORKERS=0 runs in one process.
+# (CI machines have two); work stealing lets the idle worker take queued tests from the busy one,
+# so a few long end-to-end tests do not leave one core idle at the end. PYTEST_WORKERS=0 runs
+# in one process.
 PYTEST_WORKERS ?= 2
 
 .PHONY: setup demo test bench clean
@@ -44,7 +46,7 @@ demo: setup
 	$(BIN)/python finetune/probe.py --export $(DEMO_DIR)/random/export $(PROBE)
 
 test: setup
-	$(BIN)/python -m pytest -q $(if $(filter-out 0,$(PYTEST_WORKERS)),-n $(PYTEST_WORKERS)) $(PYTEST_ARGS)
+	$(BIN)/python -m pytest -q $(if $(filter-out 0,$(PYTEST_WORKERS)),-n $(PYTEST_WORKERS) --dist worksteal) $(PYTEST_ARGS)
 
 bench: setup
 	$(BIN)/python bench/pretrain_step.py --model st_mem --variant B/75 --batch 8 --steps 5

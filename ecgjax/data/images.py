@@ -96,7 +96,7 @@ class ImagePreprocessing:
       cur = _drop_small_components(gray(), self.component_frac)
       out.append(("components", cur))
     if self.opening:
-      cur = cv2.morphologyEx(gray() if cur.ndim == 3 else cur, cv2.MORPH_OPEN,
+      cur = cv2.morphologyEx(gray(), cv2.MORPH_OPEN,
                              np.ones((3, 3), np.uint8))
       out.append(("opening", cur))
     if self.blur:

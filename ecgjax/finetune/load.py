@@ -54,7 +54,8 @@ class LoadedModel:
 
 
 def preprocessing_of(config: ml_collections.ConfigDict, export: Any = None) -> Any:
-  """The input contract a run trained on (an export's, the image contract, or config.input)."""
+  """The input contract a run trains on: an export's (config.input does not apply), the image
+  contract for printouts (config.image), or config.input."""
   if export is not None:
     return data_lib.Preprocessing.of(export.contract)
   if config.get("modality", "signal") == "image":
@@ -64,10 +65,13 @@ def preprocessing_of(config: ml_collections.ConfigDict, export: Any = None) -> A
 
 def backbone_of(config: ml_collections.ConfigDict, export: Any, n_outputs: int
                 ) -> model_lib.Backbone:
-  """The run's backbone before training (weights come from the checkpoint)."""
+  """The run's backbone: an export's encoder with its weights, or a Net1D/ResNet by name."""
   dtype = compute_dtype(config.dtype)
   if export is not None:
     return model_lib.backbone_from_export(export, dtype=dtype, pooling=config.pooling or None)
+  if config.pooling:
+    raise ValueError(f"config.pooling={config.pooling!r} applies to an export's encoder; "
+                     f"backbone {config.model} pools in its own way")
   return model_lib.build_backbone(config.model, config.variant, n_outputs, dtype=dtype,
                                   use_bn=config.use_bn, dropout=config.backbone_dropout,
                                   spatial_attention=config.get("spatial_attention"))

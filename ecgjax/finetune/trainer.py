@@ -33,11 +33,11 @@ from ecgjax.eval import embed, protocols
 from ecgjax.eval import predictions as pred_lib
 from ecgjax.eval import report as report_lib
 from ecgjax.finetune import data as ft_data
+from ecgjax.finetune import load as load_lib
 from ecgjax.eval import predict as evaluate
 from ecgjax.finetune import splits as splits_lib
 from ecgjax.objectives import classifier as model_lib
 from ecgjax.objectives import supervised as objective_lib
-from ecgjax.objectives.masked_autoencoder import compute_dtype
 from ecgjax import export as export_lib
 from ecgjax.train import checkpoint as ckpt_lib
 from ecgjax.train import hooks as hooks_lib
@@ -76,13 +76,7 @@ class Run:
     self.export = export_lib.load_export(config.export) if config.export else None
     if self.export is not None:
       embed.check_export(self.export)
-      # The encoder was trained on this contract; config.input does not apply.
-      self.preprocessing = data_lib.Preprocessing.of(self.export.contract)
-    elif config.modality == "image":
-      # Printouts: EIANet's image contract (config.image: size, aspect, the stages).
-      self.preprocessing = data_lib.ImagePreprocessing.from_dict(config.image.to_dict())
-    else:
-      self.preprocessing = data_lib.Preprocessing.from_dict(config.input.to_dict())
+    self.preprocessing = load_lib.preprocessing_of(config, self.export)
     labels = [l.strip() for l in str(config.labels).split(",") if l.strip()]
     if source is None and not config.data:
       raise ConfigError("config.data is empty: give a data spec (--config.data=image:DIR for "
@@ -113,18 +107,7 @@ class Run:
 
   def backbone(self) -> model_lib.Backbone:
     """A fresh backbone (pretrained weights from the export, if any)."""
-    dtype = compute_dtype(self.config.dtype)
-    if self.export is not None:
-      return model_lib.backbone_from_export(self.export, dtype=dtype,
-                                            pooling=self.config.pooling or None)
-    if self.config.pooling:
-      raise ValueError(f"config.pooling={self.config.pooling!r} applies to an export's "
-                       f"encoder; backbone {self.config.model} pools in its own way")
-    return model_lib.build_backbone(self.config.model, self.config.variant,
-                                    len(self.label_names), dtype=dtype,
-                                    use_bn=self.config.use_bn,
-                                    dropout=self.config.backbone_dropout,
-                                    spatial_attention=self.config.spatial_attention)
+    return load_lib.backbone_of(self.config, self.export, len(self.label_names))
 
   def rows_per_step(self) -> int:
     """Rows the devices see per step: records, doubled by paired augmented copies."""

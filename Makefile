@@ -10,6 +10,7 @@ PYTEST_ARGS ?=
 # so a few long end-to-end tests do not leave one core idle at the end. PYTEST_WORKERS=0 runs
 # in one process.
 PYTEST_WORKERS ?= 2
+export PIP_DISABLE_PIP_VERSION_CHECK := 1
 
 .PHONY: setup demo test bench clean
 
@@ -17,14 +18,15 @@ setup: $(VENV)/.installed
 
 $(VENV)/.installed: pyproject.toml constraints.txt
 	$(PYTHON) -m venv $(VENV)
-	$(BIN)/python -m pip install -q --upgrade pip
-	$(BIN)/python -m pip install -q -c constraints.txt -e ".[test]"
+	@# --no-compile: byte-compiling every installed file (torch alone has thousands) is most of
+	@# a fresh setup's time; Python compiles what it imports on first use instead.
+	$(BIN)/python -m pip install -q --no-compile -c constraints.txt -e ".[test]"
 	@# Optional torch (the `torch` extra) for the weight-import tests: the CPU build by its exact
 	@# name, so a machine without that wheel fails fast (and those tests skip) instead of pulling
 	@# GBs of CUDA packages.
 	@# Under CI (CI=true) a failed torch install fails the setup: the weight-import and
 	@# reference tests must never turn into silent skips there.
-	$(BIN)/python -m pip install -q -c constraints.txt "torch==2.13.0+cpu" || { \
+	$(BIN)/python -m pip install -q --no-compile -c constraints.txt "torch==2.13.0+cpu" || { \
 	  if [ "$$CI" = "true" ]; then \
 	    echo "error: torch 2.13.0+cpu could not be installed under CI;" \
 	      "the weight-import tests need it" >&2; \

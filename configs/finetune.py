@@ -34,9 +34,9 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
                   input="signal")
   if arg.input not in ("signal", "image"):
     raise ValueError(f"input={arg.input!r}: known inputs are signal, image")
-  if arg.input == "image" and arg.backbone != "resnet2d":
-    raise ValueError(f"input=image trains a 2-D backbone: use backbone=resnet2d, not "
-                     f"{arg.backbone!r}")
+  if arg.input == "image" and arg.backbone not in ("resnet2d", "export"):
+    raise ValueError(f"input=image trains a 2-D backbone: use backbone=resnet2d (or export, "
+                     f"an image model's export), not {arg.backbone!r}")
   if arg.backbone not in BACKBONES:
     raise ValueError(f"backbone={arg.backbone!r}: known backbones are {', '.join(BACKBONES)}")
   if arg.recipe not in RECIPES:
@@ -96,7 +96,8 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   # Images (input=image): ECG printouts (data image:DIR) and EIANet's image contract,
   # ecgjax/data/images.py ImagePreprocessing (size, aspect pad | stretch, each stage on/off).
   c.modality = arg.input          # signal | image
-  c.image = ml_collections.ConfigDict(images.preset("eianet").to_dict())
+  c.image = ml_collections.ConfigDict({k: v for k, v in images.preset("eianet").to_dict().items()
+                                      if k != "modality"})
 
   # Splits: grouped stratified CV by patient, each fold's training side holding out a
   # validation part that picks the checkpoint; or the data's folds.

@@ -1,9 +1,14 @@
-"""The export file format: `DIR/export/{config.json, params.msgpack}`, loadable on one CPU.
+"""The export file format: `DIR/export/{config.json, params.msgpack[, collections.msgpack]}`.
 
-An export is everything a downstream script needs and nothing of the training code:
-which encoder to build (model name, variant, constructor overrides), its parameters,
-the input contract (sampling rate, length, leads and the preprocessing the training
-data had), and what the embedding is (dimension, pooling).
+An export is everything a downstream script needs and nothing of the training code, loadable
+on one CPU: which encoder to build (model name, variant, constructor overrides), its
+parameters, its other variable collections (BatchNorm running statistics: a ResNet or a Net1D
+with BN computes something else without them), the input contract (a signal contract: rate,
+length, leads, filters; or an image contract: `"modality": "image"` and the image
+preprocessing), and what the embedding is (dimension, pooling).
+
+Format 1 holds params only; format 2 adds `collections.msgpack` (written only when there are
+collections, so exports without them stay format 1 and older ecgjax versions still read them).
 """
 
 from __future__ import annotations
@@ -23,9 +28,10 @@ from ecgjax import contract as contract_lib
 from ecgjax import models
 from ecgjax.errors import UserError
 
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2
 CONFIG_FILE = "config.json"
 PARAMS_FILE = "params.msgpack"
+COLLECTIONS_FILE = "collections.msgpack"
 _REQUIRED = ("format_version", "model", "variant", "encoder", "input", "embedding",
              "params_file", "params_sha256")
 
@@ -34,17 +40,25 @@ class ExportError(UserError, ValueError):
   """An export directory that cannot be used, with what is wrong."""
 
 
+def _blob(tree: Any) -> bytes:
+  return flax.serialization.msgpack_serialize(
+      jax.tree.map(lambda x: np.asarray(jax.device_get(x)), tree))
+
+
 def save_export(directory: str, encoder_params: Any, encoder: dict[str, Any],
-                input_contract: dict[str, Any], *, training: dict[str, Any] | None = None) -> str:
+                input_contract: dict[str, Any], *, training: dict[str, Any] | None = None,
+                collections: dict[str, Any] | None = None) -> str:
   """Writes an export atomically (temporary directory, then rename); returns its path.
 
   `encoder` is an objective's description: {"model", "variant", "module", "overrides",
-  "embedding": {"dim", "pooling"}}; `input_contract` is an `InputContract.to_dict()`.
+  "embedding": {"dim", "pooling"}}; `input_contract` is an `InputContract.to_dict()` or an
+  image contract (`ImagePreprocessing.to_dict()` with "modality": "image"); `collections`:
+  the encoder's non-param variables ({"batch_stats": ...}), None or {} for none.
   """
-  params = jax.tree.map(lambda x: np.asarray(jax.device_get(x)), encoder_params)
-  blob = flax.serialization.msgpack_serialize(params)
+  blob = _blob(encoder_params)
+  collections = {k: v for k, v in (collections or {}).items() if k != "params" and v}
   config = {
-      "format_version": FORMAT_VERSION,
+      "format_version": 2 if collections else 1,
       "model": encoder["model"],
       "variant": encoder["variant"],
       "encoder": {"module": encoder["module"], "overrides": encoder.get("overrides", {})},
@@ -56,10 +70,17 @@ def save_export(directory: str, encoder_params: Any, encoder: dict[str, Any],
       "ecgjax_version": ecgjax.__version__,
   }
   directory = os.path.abspath(directory)
+  files = {PARAMS_FILE: blob}
+  if collections:
+    files[COLLECTIONS_FILE] = _blob(collections)
+    config["collections_file"] = COLLECTIONS_FILE
+    config["collections"] = sorted(collections)
+    config["collections_sha256"] = hashlib.sha256(files[COLLECTIONS_FILE]).hexdigest()
   tmp = directory + ".tmp"
   os.makedirs(tmp, exist_ok=True)
-  with open(os.path.join(tmp, PARAMS_FILE), "wb") as f:
-    f.write(blob)
+  for name, data in files.items():
+    with open(os.path.join(tmp, name), "wb") as f:
+      f.write(data)
   with open(os.path.join(tmp, CONFIG_FILE), "w") as f:
     json.dump(config, f, indent=2, sort_keys=True)
   if os.path.exists(directory):
@@ -83,6 +104,17 @@ class Export:
   directory: str
   config: dict[str, Any]
   params: Any
+  collections: dict[str, Any] = dataclasses.field(default_factory=dict)  # e.g. batch_stats
+
+  @property
+  def variables(self) -> dict[str, Any]:
+    """What `module.apply` takes: {"params": ..., **collections}."""
+    return {"params": self.params, **self.collections}
+
+  @property
+  def modality(self) -> str:
+    """"signal" (an `InputContract`) or "image" (an image preprocessing contract)."""
+    return str(self.config["input"].get("modality", "signal"))
 
   @property
   def module(self) -> Any:
@@ -92,8 +124,19 @@ class Export:
 
   @property
   def contract(self) -> contract_lib.InputContract:
-    """The input contract (`ecgjax.data.Preprocessing.of(...)` processes records by it)."""
+    """The signal input contract (`ecgjax.data.Preprocessing.of(...)` processes records by
+    it); an image export has none (see `image_contract`)."""
+    if self.modality != "signal":
+      raise ExportError(f"export {self.directory} takes images, not signals: its input is an "
+                        "image contract")
     return contract_lib.InputContract.from_dict(self.config["input"])
+
+  @property
+  def image_contract(self) -> dict[str, Any]:
+    """An image export's preprocessing keys (`ecgjax.data.ImagePreprocessing.from_dict`)."""
+    if self.modality != "image":
+      raise ExportError(f"export {self.directory} takes signals, not images")
+    return {k: v for k, v in self.config["input"].items() if k != "modality"}
 
   @property
   def dim(self) -> int:
@@ -121,14 +164,29 @@ def load_export(directory: str) -> Export:
     raise ExportError(f"{cfg_path}: format_version {version!r} is not supported by ecgjax "
                       f"{ecgjax.__version__} (supports 1..{FORMAT_VERSION}); "
                       "upgrade ecgjax to read newer exports")
-  params_path = os.path.join(directory, config["params_file"])
-  if not os.path.isfile(params_path):
-    raise ExportError(f"{params_path} not found (the export is incomplete)")
-  with open(params_path, "rb") as f:
+  params = _read_checked(directory, config["params_file"], config["params_sha256"])
+  collections = {}
+  if config.get("collections_file"):
+    collections = _read_checked(directory, config["collections_file"],
+                                config.get("collections_sha256", ""))
+    if not isinstance(collections, dict):
+      raise ExportError(f"{os.path.join(directory, config['collections_file'])} does not hold "
+                        "named variable collections")
+  return Export(directory=directory, config=config, params=params, collections=collections)
+
+
+def _read_checked(directory: str, name: str, sha256: str) -> Any:
+  """A msgpack file of the export, its checksum verified."""
+  path = os.path.join(directory, name)
+  if not os.path.isfile(path):
+    raise ExportError(f"{path} not found (the export is incomplete)")
+  with open(path, "rb") as f:
     blob = f.read()
   digest = hashlib.sha256(blob).hexdigest()
-  if digest != config["params_sha256"]:
-    raise ExportError(f"{params_path} is corrupt: sha256 {digest} != {config['params_sha256']} "
+  if digest != sha256:
+    raise ExportError(f"{path} is corrupt: sha256 {digest} != {sha256 or '(none)'} "
                       f"recorded in {CONFIG_FILE}")
-  params = flax.serialization.msgpack_restore(blob)
-  return Export(directory=directory, config=config, params=params)
+  try:
+    return flax.serialization.msgpack_restore(blob)
+  except Exception as e:  # pylint: disable=broad-except
+    raise ExportError(f"{path} is not a readable msgpack file: {e}") from None

@@ -2,11 +2,15 @@
 
   python finetune/explain.py --run runs/eianet --data image:runs/printouts --method gradcam \
       --out runs/eianet/gradcam [--split 0] [--target NORM] [--limit 50] [--threshold 0.4]
+  python finetune/explain.py --export runs/eianet/split0/export --data image:runs/printouts \
+      --out runs/eianet/gradcam_export
 
 For each record: OUT/<record>.png (printouts: the model's input, the map over it, and the
 thresholded view EIANet's figures show; signals: the map along time under lead II), and
 OUT/gradcam.npz with record_id, the maps, the predicted probabilities and the target label.
---run is a finished finetune/finetune.py workdir (its split's validation-selected model).
+--run is a finished finetune/finetune.py workdir (its split's validation-selected model);
+--export a classifier's export (a fine-tuned Net1D/ResNet writes one per split,
+WORKDIR/split<k>/export), which needs nothing of the run.
 """
 
 import os
@@ -19,6 +23,7 @@ from ecgjax import cli
 from ecgjax.errors import UserError
 
 _RUN = flags.DEFINE_string("run", None, "finished fine-tuning workdir")
+_EXPORT = flags.DEFINE_string("export", None, "a classifier's export (WORKDIR/split<k>/export)")
 _DATA = flags.DEFINE_string("data", None, "data spec of the records to explain")
 _METHOD = flags.DEFINE_enum("method", "gradcam", ["gradcam"], "explanation method")
 _OUT = flags.DEFINE_string("out", None, "output directory")
@@ -27,7 +32,8 @@ _TARGET = flags.DEFINE_string("target", None, "label to explain (default: the fi
 _LIMIT = flags.DEFINE_integer("limit", 0, "explain only the first N records (0: all)")
 _BATCH = flags.DEFINE_integer("batch", 8, "records per forward/backward pass")
 _THRESHOLD = flags.DEFINE_float("threshold", 0.4, "thresholded view: map values above this")
-flags.mark_flags_as_required(["run", "data", "out"])
+flags.mark_flags_as_required(["data", "out"])
+flags.mark_flags_as_mutual_exclusive(["run", "export"], required=True)
 
 
 def _stem(record_id: str) -> str:
@@ -67,7 +73,10 @@ def main(argv):
   from ecgjax import explain  # pylint: disable=g-import-not-at-top
   from ecgjax.finetune import load  # pylint: disable=g-import-not-at-top
 
-  model = load.load_split(_RUN.value, _SPLIT.value)
+  if _EXPORT.value:
+    model = load.load_classifier_export(_EXPORT.value)
+  else:
+    model = load.load_split(_RUN.value, _SPLIT.value)
   names = list(model.label_names)
   target = _TARGET.value or names[0]
   if target not in names:
@@ -84,7 +93,7 @@ def main(argv):
   for batch in data_lib.eval_batches(source, model.preprocessing, batch_size=_BATCH.value,
                                      indices=indices):
     x = batch[data_lib.batch.model_input_key(batch)][:, 0]  # the first view of each record
-    cam = explain.gradcam(model.objective.model, variables, x, target=k)
+    cam = explain.gradcam(model.module, variables, x, target=k)
     p = model.predict(x)
     for j in np.flatnonzero(batch["valid"]):
       rid = str(batch["record_id"][j])

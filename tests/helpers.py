@@ -45,7 +45,7 @@ class QuadraticObjective(base.Objective):
                               tasks={"a": a, "b": b})
 
   def export_encoder(self, params, collections):
-    return params, {"model": "quadratic", "variant": "none", "module": "none",
+    return {"params": params}, {"model": "quadratic", "variant": "none", "module": "none",
                     "embedding": {"dim": 3, "pooling": "none"}}
 
 

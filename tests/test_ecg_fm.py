@@ -215,7 +215,8 @@ def test_objective_train_step_and_export():
                          state["params"])
   assert changed["encoder"]["feature_extractor"]["conv_0"]["kernel"]
   assert changed["final_proj"]["kernel"] and changed["quantizer"]["weight_proj"]["kernel"]
-  enc_params, desc = obj.export_encoder(state["params"], {})
+  enc_vars, desc = obj.export_encoder(state["params"], {})
+  enc_params = enc_vars["params"]
   assert desc["module"] == "ecg_fm_encoder" and desc["embedding"]["dim"] == 64
   enc = models.build_model(desc["module"], desc["variant"], **desc["overrides"])
   ref = jax.eval_shape(lambda: enc.init(jax.random.PRNGKey(0), batch["signal"]))["params"]

@@ -44,7 +44,7 @@ def test_image_batches_follow_the_schema(printouts):
 def test_eianet_finetunes_on_printouts_scores_an_external_set_and_explains(printouts,
                                                                          tmp_path):
   """EIANet (mu) fine-tuned on the printouts (2 grouped-CV splits, 1 epoch), the external
-  fold-ensemble scores, then finetune/explain.py's Grad-CAM of that run."""
+  fold-ensemble scores, then finetune/explain.py's Grad-CAM of a split's export."""
   import subprocess, sys
   import cv2
   import jax
@@ -62,18 +62,24 @@ def test_eianet_finetunes_on_printouts_scores_an_external_set_and_explains(print
   rows = list(csv.reader(open(workdir / "predictions_external.csv")))
   assert len(rows) == 25  # header + every printout, scored by the fold ensemble
   assert os.path.isfile(workdir / "predictions.csv")
+  from ecgjax import export as export_lib
+  exp = export_lib.load_export(str(workdir / "split0" / "export"))
+  assert exp.modality == "image" and exp.config["embedding"]["labels"] == ["NORM", "STE"]
+  assert "batch_stats" in exp.collections  # the ResNet's BN statistics travel with it
 
   repo = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
   cam_dir = tmp_path / "cam"
   proc = subprocess.run(
-      [sys.executable, "finetune/explain.py", "--run", str(workdir), "--data",
+      [sys.executable, "finetune/explain.py", "--export", str(workdir / "split0" / "export"),
+       "--data",
        f"image:{printouts}", "--method", "gradcam", "--out", str(cam_dir), "--target", "STE",
        "--limit", "3"], cwd=repo, capture_output=True, text=True, timeout=300)
   assert proc.returncode == 0, proc.stderr[-3000:]
   z = np.load(cam_dir / "gradcam.npz")
   assert z["cam"].shape == (3, 64, 90) and z["p"].shape == (3, 2) and str(z["target"]) == "STE"
   assert 0 <= z["cam"].min() and z["cam"].max() <= 1
-  # The model explain.py rebuilt from the workdir is the one that made the predictions.
+  # The split's export explain.py read is the model the run selected (rebuilt from the
+  # workdir here: --run's path).
   model = load.load_split(str(workdir), 0)
   src = data.open_source(f"image:{printouts}")
   x = np.stack([model.preprocessing.prepare_record(src[i]) for i in range(3)])

@@ -32,7 +32,7 @@ ALLOWED: dict[str, set[str]] = {
     "export": {"contract", "leads", "models"},
     "data": {"contract", "leads"},
     "objectives": {"leads", "models", "plotting", "tree"},
-    "interop": {"contract", "export", "leads", "models", "tree"},
+    "interop": {"contract", "data", "export", "leads", "models", "tree"},
     "train": {"contract", "data", "export", "interop", "leads", "models", "objectives", "tree"},
     "eval": {"contract", "data", "export", "leads", "models", "plotting", "train", "tree"},
     "launch": {"train"},

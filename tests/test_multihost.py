@@ -74,13 +74,16 @@ def test_two_processes_agree_on_sigterm_and_resume_to_the_one_process_run(tmp_pa
     out = p.communicate(timeout=300)[0]
     assert p.returncode == 0, out[-3000:]
   resumed = _rows(metrics)
+  # The reference: the same config in THIS process on its 8 devices, stopped after as many
+  # steps (stop_after ends the loop as a kill would; the schedule is the 1000-step one).
+  from configs import stmem
+  from ecgjax.train import loop
+  config = stmem.get_config(ARGS[2].split(":", 1)[1])
+  for arg in args[3:]:  # the same --config.key=value overrides
+    key, value = arg[len("--config."):].split("=", 1)
+    config[key] = (value == "true") if isinstance(config[key], bool) else type(config[key])(value)
   ref = str(tmp_path / "ref")
-  proc = subprocess.Popen([sys.executable, *args, "--workdir", ref], cwd=REPO,
-                          env={**_env(8), "PYTHONUNBUFFERED": "1"}, stdout=subprocess.DEVNULL,
-                          stderr=subprocess.DEVNULL)
-  _wait_for_lines(os.path.join(ref, "metrics.jsonl"), max(resumed))
-  proc.send_signal(signal.SIGTERM)
-  assert proc.wait(timeout=300) == 0
+  loop.train(config, ref, stop_after=max(resumed))
   want = _rows(os.path.join(ref, "metrics.jsonl"))
   steps = list(range(1, max(resumed) + 1))
   assert sorted(resumed) == steps and saved[0] + 4 <= max(resumed)

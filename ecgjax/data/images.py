@@ -69,12 +69,14 @@ class ImagePreprocessing:
       raise ValueError(f"component_frac must be in [0, 1), got {self.component_frac}")
 
   def to_dict(self) -> dict[str, Any]:
-    """JSON-able dict (stored in exports)."""
-    return dataclasses.asdict(self)
+    """JSON-able dict (stored in exports; "modality": "image" tells it from a signal
+    contract)."""
+    return {"modality": "image", **dataclasses.asdict(self)}
 
   @classmethod
   def from_dict(cls, d: Mapping[str, Any]) -> ImagePreprocessing:
     """Inverse of to_dict; unknown keys are an error."""
+    d = {k: v for k, v in d.items() if k != "modality"}
     errors.check_keys("ImagePreprocessing", d, (f.name for f in dataclasses.fields(cls)))
     return cls(**d)
 

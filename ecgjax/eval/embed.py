@@ -52,8 +52,8 @@ def lead_idx_of(export: Any) -> tuple[int, ...] | None:
 
 def _encoder_apply(module_name: str, variant: str, overrides_json: str,
                    lead_idx: tuple[int, ...] | None) -> Callable[..., jax.Array]:
-  """`(params, x (B, views, leads, T), view_mask (B, views) | None) -> (B, dim)` (not jitted):
-  the mean of each record's real views."""
+  """`(variables, x (B, views, leads, T), view_mask (B, views) | None) -> (B, dim)` (not
+  jitted): the mean of each record's real views. `variables`: {"params", **collections}."""
   from ecgjax import models  # pylint: disable=g-import-not-at-top
   module = models.build_model(module_name, variant, **json.loads(overrides_json))
   kwargs = {}
@@ -63,9 +63,9 @@ def _encoder_apply(module_name: str, variant: str, overrides_json: str,
                        f"order of the 12) but {module_name} has no lead table")
     kwargs["lead_idx"] = np.asarray(lead_idx, np.int32)
 
-  def fn(params, x, view_mask=None):
+  def fn(variables, x, view_mask=None):
     b, c = x.shape[:2]
-    emb, _ = module.apply({"params": params}, x.reshape((b * c,) + x.shape[2:]), **kwargs)
+    emb, _ = module.apply(variables, x.reshape((b * c,) + x.shape[2:]), **kwargs)
     emb = emb.astype(jnp.float32).reshape(b, c, -1)
     if view_mask is None:
       return emb.mean(1)
@@ -84,7 +84,7 @@ def _cached_embed_fn(module_name: str, variant: str, overrides_json: str,
 
 
 def make_embed_fn(export: Any) -> Callable[..., jax.Array]:
-  """Jitted `(params, x (B, views, leads, samples), view_mask (B, views) | None) -> (B, dim)`:
+  """Jitted `(variables, x (B, views, leads, samples), view_mask (B, views) | None) -> (B, dim)`:
   the mean of each record's real views (crops or segments), on the default device."""
   enc = export.config["encoder"]
   return _cached_embed_fn(enc["module"], export.config["variant"],
@@ -106,7 +106,8 @@ def mesh_batch_size(requested: int, mesh: Mesh) -> int:
   return max(n, -(-int(requested) // n) * n)
 
 
-def embed_batches(fn: Callable[..., jax.Array], params: Any, batches: Iterable[dict[str, Any]],
+def embed_batches(fn: Callable[..., jax.Array], variables: Any,
+                  batches: Iterable[dict[str, Any]],
                   mesh: Mesh, *, progress: Any = None) -> dict[str, np.ndarray]:
   """Embeds eval batches (`data.eval_batches`, rows a multiple of the mesh's devices) on the
   mesh: every process holds the same batch and feeds its slice of the rows; returns the
@@ -120,7 +121,7 @@ def embed_batches(fn: Callable[..., jax.Array], params: Any, batches: Iterable[d
     part = mesh_lib.to_global(part, mesh)
     # Dispatch is asynchronous: the encoder runs while the next batch is being loaded;
     # results are read back after the loop.
-    pending.append((fn(params, part["signal"], part["view_mask"]), batch))
+    pending.append((fn(variables, part["signal"], part["view_mask"]), batch))
     if progress is not None:
       progress.update(int(batch["valid"].sum()))
   out: dict[str, list[np.ndarray]] = {k: [] for k in ("embeddings", "record_id", "patient_id",
@@ -147,8 +148,10 @@ def default_n_crops(export: Any, source: Any, *, probe_records: int = 3) -> int:
   rate); records that fail to load are passed over.
   """
   n_ref = REFERENCE_N_CROPS.get(str(export.config.get("model")), 1)
+  if n_ref == 1 or not len(source) or export.modality != "signal":
+    return 1
   pp = data_lib.Preprocessing.of(export.contract)
-  if n_ref == 1 or not len(source) or pp.views == "segments":
+  if pp.views == "segments":
     return 1
   picks = sorted({0, len(source) // 2, len(source) - 1})[:probe_records]
   for i in picks:
@@ -173,20 +176,25 @@ def check_export(export: Any) -> None:
     module = export.module
   except (ValueError, TypeError, KeyError) as e:
     raise ValueError(f"{where} names an encoder this ecgjax cannot build: {e}") from None
-  pp = data_lib.Preprocessing.of(export.contract)
-  shape = (1, len(pp.leads), pp.samples)
+  if export.modality == "image":
+    ipp = data_lib.ImagePreprocessing.from_dict(export.image_contract)
+    shape, what = (1, ipp.height, ipp.width, ipp.channels), "image contract"
+  else:
+    pp = data_lib.Preprocessing.of(export.contract)
+    shape = (1, len(pp.leads), pp.samples)
+    what = f"input contract ({len(pp.leads)} leads x {pp.samples} samples)"
   kwargs = {}
   idx = lead_idx_of(export)
   if idx is not None:
     kwargs["lead_idx"] = np.asarray(idx, np.int32)
   try:
     want = jax.eval_shape(lambda: module.init(jax.random.PRNGKey(0), jnp.zeros(shape),
-                                              **kwargs))["params"]
+                                              **kwargs))
   except Exception as e:  # pylint: disable=broad-except
     raise ValueError(f"{where}: its encoder ({export.config['encoder']['module']} "
-                     f"{export.config['variant']}) does not accept the input contract "
-                     f"({len(pp.leads)} leads x {pp.samples} samples): {e}") from None
-  diff = tree_lib.compare(export.params, want)
+                     f"{export.config['variant']}) does not accept the {what}"
+                     f": {e}") from None
+  diff = tree_lib.compare(export.variables, want)
   if not diff.ok:
     raise ValueError(
         f"{where} is incompatible with the model its config names "
@@ -213,14 +221,14 @@ def embed_source(export: Any, source: Any, *, batch_size: int = 64, n_crops: int
   fn = mesh_embed_fn(enc["module"], export.config["variant"],
                      json.dumps(enc.get("overrides", {}), sort_keys=True), lead_idx_of(export),
                      mesh)
-  params = jax.device_put(export.params, mesh_lib.replicated(mesh))
+  variables = jax.device_put(export.variables, mesh_lib.replicated(mesh))
   bad_before = data_lib.bad_record_count()
   bar = tqdm.tqdm(total=n, unit="rec", desc=f"embed {source!r}", leave=False,
                   disable=not (progress and sys.stderr.isatty()))
   batches = data_lib.eval_batches(source, data_lib.Preprocessing.of(export.contract),
                                   batch_size=batch_size, n_crops=n_crops, num_threads=workers)
   with bar:
-    d = embed_batches(fn, params, batches, mesh, progress=bar)
+    d = embed_batches(fn, variables, batches, mesh, progress=bar)
   skipped = data_lib.bad_record_count() - bad_before
   if skipped:
     logging.warning("%s: %d bad record(s) skipped (see the warnings above); %d embedded",

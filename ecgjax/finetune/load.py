@@ -6,6 +6,8 @@ scoring need without preparing the run's data again.
 
 It reads WORKDIR/config.json, the split's label names (its predictions_test.csv) and the
 validation-selected state (WORKDIR/split<k>/best/), and rebuilds the same objective.
+`load_classifier_export` does the same from a classifier's export (a fine-tuned Net1D /
+ResNet's WORKDIR/split<k>/export: outputs the task logits), which can be shared without the run.
 """
 
 from __future__ import annotations
@@ -41,8 +43,13 @@ class LoadedModel:
   label_names: tuple[str, ...]
   split: int
 
+  @property
+  def module(self) -> Any:
+    """The flax module whose first output is the task logits."""
+    return self.objective.model
+
   def variables(self) -> dict[str, Any]:
-    """The flax variables of `objective.model` (params without log-variances, BN stats)."""
+    """The flax variables of `module` (params without log-variances, BN stats)."""
     params = {k: v for k, v in self.state["params"].items() if k != "log_vars"}
     return {"params": params, **self.state["collections"]}
 
@@ -53,13 +60,69 @@ class LoadedModel:
     return np.asarray(p)
 
 
+@dataclasses.dataclass
+class ExportedClassifier:
+  """A classifier's export (outputs = task logits): the same interface as LoadedModel."""
+  export: export_lib.Export
+  preprocessing: Any
+  label_names: tuple[str, ...]
+  task: str
+
+  @property
+  def module(self) -> Any:
+    """The flax module whose first output is the task logits."""
+    return self.export.module
+
+  def variables(self) -> dict[str, Any]:
+    """The export's variables (params and BN statistics)."""
+    return self.export.variables
+
+  def predict(self, x: np.ndarray) -> np.ndarray:
+    """Probabilities (multilabel: sigmoid; multiclass: softmax) or regression outputs."""
+    logits, _ = self.module.apply(self.variables(), jax.numpy.asarray(x))
+    if self.task == "multilabel":
+      return np.asarray(jax.nn.sigmoid(logits))
+    if self.task == "multiclass":
+      return np.asarray(jax.nn.softmax(logits, axis=-1))
+    return np.asarray(logits)
+
+
+def load_classifier_export(directory: str) -> ExportedClassifier:
+  """A classifier's export; an encoder's export (no task head) is a clear error."""
+  export = export_lib.load_export(directory)
+  emb = export.config["embedding"]
+  if emb.get("pooling") != "task logits" or not emb.get("labels"):
+    raise ConfigError(f"export {export.directory} is an encoder (its output is an "
+                      f"embedding: {emb.get('pooling')}), not a classifier with task outputs; "
+                      "explain a fine-tuned run (--run WORKDIR) or a fine-tuned Net1D/ResNet's "
+                      "WORKDIR/split<k>/export")
+  if export.modality == "image":
+    pp = data_lib.ImagePreprocessing.from_dict(export.image_contract)
+  else:
+    pp = data_lib.Preprocessing.of(export.contract)
+  return ExportedClassifier(export, pp, tuple(emb["labels"]), str(emb.get("task",
+                                                                          "multilabel")))
+
+
 def preprocessing_of(config: ml_collections.ConfigDict, export: Any = None) -> Any:
-  """The input contract a run trains on: an export's (config.input does not apply), the image
-  contract for printouts (config.image), or config.input."""
+  """The input contract a run trains on: a signal export's (config.input does not apply), the
+  image contract for printouts (config.image: a CNN takes any picture size, so it applies to
+  an image export too, with the export's channel count), or config.input."""
+  images = config.get("modality", "signal") == "image"
+  if export is not None and export.modality != ("image" if images else "signal"):
+    raise ConfigError(f"config.export={export.directory} takes {export.modality}s but the run "
+                      f"reads {'image' if images else 'signal'}s (configs/finetune.py:input="
+                      f"{'signal' if images else 'image'} for this export)")
+  if images:
+    pp = data_lib.ImagePreprocessing.from_dict(config.image.to_dict())
+    if export is not None:
+      want = data_lib.ImagePreprocessing.from_dict(export.image_contract).channels
+      if pp.channels != want:
+        raise ConfigError(f"config.image.channels={pp.channels} but the export's encoder takes "
+                          f"{want}-channel images")
+    return pp
   if export is not None:
     return data_lib.Preprocessing.of(export.contract)
-  if config.get("modality", "signal") == "image":
-    return data_lib.ImagePreprocessing.from_dict(config.image.to_dict())
   return data_lib.Preprocessing.from_dict(config.input.to_dict())
 
 

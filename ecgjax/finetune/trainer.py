@@ -6,7 +6,10 @@
     checkpoint state + data position (checkpoints/), log (metrics.jsonl, validation.jsonl);
     then restore the best state and predict the test records (and the external set).
   -> WORKDIR/predictions.csv (out-of-fold), predictions_external.csv (fold ensemble),
-     results.json, and the report printed (macro AUROC with its bootstrap 95% CI).
+     results.json, and the report printed (macro AUROC with its bootstrap 95% CI);
+     WORKDIR/split<k>/export: the validation-selected backbone as an ecgjax export (with its
+     BatchNorm statistics; a Net1D/ResNet's is the whole classifier, its outputs the task
+     logits, so `finetune/explain.py --export` and `finetune/embed.py` take it).
 
 Rerunning the same command resumes: finished splits are read back from their predictions,
 an unfinished one restores its newest checkpoint (state, data position, best-so-far).
@@ -247,6 +250,8 @@ def train_split(run: Run, split: splits_lib.Split, *,
 
   state = best_ckpt.restore(best["step"], _model_state(abstract), None)
   best_ckpt.close()
+  write_export(os.path.join(sdir, "export"), objective, state, run, split,
+               step=int(best["step"]))
   result = {"history": _read_jsonl(val_path), "best_epoch": best["epoch"]}
   d = evaluate.predict(predict_fn, state, run.data, run.preprocessing, split.test, mesh=mesh,
                        batch_size=run.eval_batch, n_crops=run.n_crops)
@@ -266,6 +271,21 @@ def train_split(run: Run, split: splits_lib.Split, *,
   logging.info("%s done in %.0fs: best epoch %d (validation %.4f)", split.name,
                time.perf_counter() - t0, best["epoch"], best["score"])
   return result
+
+
+def write_export(path: str, objective: Any, state: dict[str, Any], run: Run,
+                 split: splits_lib.Split, step: int) -> None:
+  """The split's selected backbone as an export (every process gathers, process 0 writes)."""
+  state = jax.jit(lambda s: s, out_shardings=mesh_lib.replicated(run.mesh))(state)
+  variables, desc = objective.export_encoder(state["params"], state["collections"])
+  if jax.process_index() != 0:
+    return
+  c = run.config
+  export_lib.save_export(
+      path, variables["params"], desc, run.preprocessing.to_dict(),
+      collections={k: v for k, v in variables.items() if k != "params"},
+      training={"data": c.data, "split": split.name, "step": step, "seed": c.seed,
+                "objective": "supervised", "labels": list(run.label_names)})
 
 
 def ensemble(parts: list[pred_lib.Predictions]) -> pred_lib.Predictions:

@@ -1,4 +1,4 @@
-"""`python -m ecgjax.interop convert --from st-mem|ecgfounder|ecg-fm CHECKPOINT OUT_DIR`.
+"""`python -m ecgjax.interop convert --from st-mem|ecgfounder|ecg-fm|torchvision-resnet50 CKPT OUT`.
 
 Writes an ordinary ecgjax export (what `finetune/embed.py --export` and `finetune/probe.py
 --export` take) and prints the key report. Exit status 1 (and no export written) when any
@@ -17,15 +17,17 @@ def _parser() -> argparse.ArgumentParser:
                      description="Convert a published PyTorch checkpoint into an ecgjax export "
                      "(reads it with torch.load(weights_only=True); needs ecgjax[torch]).")
   c.add_argument("--from", dest="source", required=True,
-                 choices=("st-mem", "ecgfounder", "ecg-fm"),
+                 choices=("st-mem", "ecgfounder", "ecg-fm", "torchvision-resnet50"),
                  help="st-mem: encoder.pth or the full MAE .pth; ecgfounder: "
                  "12_lead_ECGFounder.pth / 1_lead_ECGFounder.pth; ecg-fm: a fairseq-signals "
-                 ".pt (pretrained or fine-tuned)")
+                 ".pt (pretrained or fine-tuned); torchvision-resnet50: a torchvision-layout "
+                 "ResNet state dict (e.g. ImageNet resnet50-*.pth) as EIANet's image encoder")
   c.add_argument("checkpoint", help="the PyTorch checkpoint file")
   c.add_argument("out_dir", help="export directory to write (replaced if it exists)")
   c.add_argument("--variant", default=None,
                  help="model size (st-mem: B/75, S/75, L/75; ecgfounder: ecgfounder, 8m; "
-                 "ecg-fm: base, small); default: read off the checkpoint's shapes")
+                 "ecg-fm: base, small; torchvision-resnet50: resnet2d50, resnet2d18); default: "
+                 "read off the checkpoint's shapes")
   c.add_argument("--allow-missing", action="append", default=[], metavar="PATTERN",
                  help="regex over checkpoint keys / param paths allowed to stay at their "
                  "random init (repeatable); without it any missing key fails")
@@ -34,6 +36,12 @@ def _parser() -> argparse.ArgumentParser:
   c.add_argument("--leads", default=None,
                  help="comma-separated input leads (default: the 12 standard leads, lead I "
                  "for a 1-lead model)")
+  c.add_argument("--channels", type=int, choices=(1, 3), default=1,
+                 help="image models: 1 (gray/binary printouts; the RGB filters of the first "
+                 "convolution are summed) or 3 (RGB pictures, no preprocessing stages)")
+  c.add_argument("--no-attention", action="store_true",
+                 help="image models: without EIANet's spatial-attention gates (the paper's "
+                 "ResNet-50 baseline); by default they are added at their random init")
   c.add_argument("--dry-run", action="store_true",
                  help="check and print the report, write nothing")
   return p
@@ -48,7 +56,8 @@ def main(argv: list[str] | None = None) -> int:
     conv = conversion.convert(args.source, args.checkpoint,
                               None if args.dry_run else args.out_dir, variant=args.variant,
                               allow_missing=args.allow_missing, ignore_keys=args.ignore_keys,
-                              leads=leads)
+                              leads=leads, channels=args.channels,
+                              spatial_attention=not args.no_attention)
   except conversion.ConversionError as e:
     print(e.report.summary(), file=sys.stderr)
     return 2
@@ -57,9 +66,16 @@ def main(argv: list[str] | None = None) -> int:
     return 2
   print(conv.report.summary())
   pp = conv.contract
-  print(f"input contract: {len(pp.leads)} leads ({','.join(pp.leads)}), {pp.fs:g} Hz x "
-        f"{pp.samples} samples, band-pass {pp.bandpass}, notch {pp.notch}, "
-        f"baseline {pp.baseline_window_s}, standardise {pp.standardize}")
+  if hasattr(pp, "leads"):
+    print(f"input contract: {len(pp.leads)} leads ({','.join(pp.leads)}), {pp.fs:g} Hz x "
+          f"{pp.samples} samples, band-pass {pp.bandpass}, notch {pp.notch}, "
+          f"baseline {pp.baseline_window_s}, standardise {pp.standardize}")
+  else:
+    stages = [k for k in ("threshold", "components", "opening", "blur", "grayscale",
+                          "equalize", "binarize") if getattr(pp, k)]
+    print(f"input contract: {pp.channels}-channel images, {pp.height}x{pp.width} "
+          f"({pp.aspect}), stages {', '.join(stages) or 'none'} (fine-tuning's "
+          "config.image sets the size)")
   if conv.export_dir is None:
     print("dry run: nothing written")
   else:

@@ -32,6 +32,7 @@ from ecgjax.interop import ecg_fm as ecg_fm_lib
 from ecgjax.interop import net1d as net1d_lib
 from ecgjax.interop import st_mem as st_mem_lib
 from ecgjax.interop import state as state_lib
+from ecgjax.interop import torchvision_resnet as tv_lib
 from ecgjax.errors import UserError
 
 REPORT_FILE = "conversion_report.json"
@@ -111,9 +112,10 @@ class Conversion:
   """A converted encoder: params, its export description, input contract and report."""
   params: dict[str, Any]
   encoder: dict[str, Any]
-  contract: contract_lib.InputContract
+  contract: Any  # contract_lib.InputContract, or data.ImagePreprocessing for image models
   report: ConversionReport
   export_dir: str | None = None  # where `convert` / `save_conversion` wrote it
+  collections: dict[str, Any] = dataclasses.field(default_factory=dict)  # BN statistics
 
 
 @dataclasses.dataclass
@@ -125,6 +127,9 @@ class _Read:
   fields: dict[str, Any]
   problems: list[str]
   in_leads: int | None
+  stats: dict[str, Any] | None = None  # BatchNorm running statistics (batch_stats)
+  random_init: tuple[str, ...] = ()  # param path regexes the source never has (kept at init)
+  notes: tuple[str, ...] = ()
 
 
 @dataclasses.dataclass(frozen=True)
@@ -136,6 +141,7 @@ class _Family:
   pooling: str  # what the embedding is
   read: Callable[[Mapping[str, Any], Mapping[str, Any]], _Read]
   fixed: tuple[tuple[str, Any], ...] = ()  # overrides every export of the family has
+  modality: str = "signal"  # signal: (B, leads, T) input | image: (B, H, W, C)
 
 
 def _read_st_mem(state, meta) -> _Read:
@@ -184,6 +190,15 @@ def _read_ecg_fm(state, meta) -> _Read:
                None if conv0 is None else int(np.shape(conv0)[1]))
 
 
+def _read_torchvision(state, meta) -> _Read:
+  params, stats, r, fields = tv_lib.read_variables(state, channels=int(meta.get("channels", 1)))
+  notes = [tv_lib.PIXELS_NOTE]
+  if meta.get("spatial_attention", True):
+    notes.append(tv_lib.ATTENTION_NOTE)
+  return _Read(params, r, tv_lib.dropped_keys(state), fields, [], None, stats=stats,
+               random_init=(r"^body/attention\d+/",), notes=tuple(notes))
+
+
 FAMILIES: dict[str, _Family] = {
     "st-mem": _Family("st_mem", "st_mem_encoder", ("B/75", "S/75", "L/75", "mu"), "st_mem",
                       "mean of non-SEP tokens, then the final LayerNorm", _read_st_mem),
@@ -195,6 +210,12 @@ FAMILIES: dict[str, _Family] = {
                       "per 5 s segment: sum over frames / nonzero count per feature "
                       "(scripts/embs.py); a record = the mean over its segments", _read_ecg_fm,
                       fixed=(("pooling", "feature_nonzero_mean"),)),
+    # ImageNet ResNets (torchvision's layout) as EIANet's image encoder; num_classes=0: no
+    # head, the pooled features are the embedding.
+    "torchvision-resnet50": _Family("resnet2d", "resnet2d", ("resnet2d50", "resnet2d18", "mu"),
+                                    "eianet", "global mean of the last stage (torchvision's "
+                                    "avgpool, before fc)", _read_torchvision,
+                                    fixed=(("num_classes", 0),), modality="image"),
 }
 SOURCES = tuple(FAMILIES)
 
@@ -234,7 +255,11 @@ def _pick_variant(fam: _Family, fields: Mapping[str, Any], variant: str | None,
 
 
 def _contract(fam: _Family, in_leads: int | None, leads: Sequence[str] | None,
-              module: Any, report: ConversionReport) -> contract_lib.InputContract:
+              module: Any, report: ConversionReport, channels: int = 1) -> Any:
+  if fam.modality == "image":
+    from ecgjax.data import images  # pylint: disable=g-import-not-at-top
+    # EIANet's preprocessing for one channel; RGB input is the raw picture (no stages).
+    return images.preset("eianet") if channels == 1 else images.preset("raw")
   if leads is None:
     if in_leads in (None, 12):
       leads = leads_lib.LEADS_12
@@ -258,7 +283,8 @@ def _matches(patterns: Sequence[str], *names: str) -> bool:
 def convert_state_dict(source: str, checkpoint: Mapping[str, Any], *,
                        variant: str | None = None, allow_missing: Sequence[str] = (),
                        ignore_keys: Sequence[str] = (), leads: Sequence[str] | None = None,
-                       seed: int = 0) -> Conversion:
+                       seed: int = 0, channels: int = 1,
+                       spatial_attention: bool = True) -> Conversion:
   """Map a loaded checkpoint (NumPy arrays: a bare state dict, or any trainer's file around one,
   found by structure, see `state.unwrap_checkpoint`) onto the `source` encoder ("st-mem" |
   "ecgfounder" | "ecg-fm"). Entries beside the weights are listed in `report.beside_weights`.
@@ -266,7 +292,8 @@ def convert_state_dict(source: str, checkpoint: Mapping[str, Any], *,
   variant: a known size; None reads it off the shapes. allow_missing: regexes over checkpoint
   keys or param paths that may stay at their random init (seed). ignore_keys: regexes over
   checkpoint keys to drop before mapping. leads: the input leads (default: 12, or lead I for a
-  1-lead model). Raises ConversionError (with the report) unless every encoder parameter was
+  1-lead model). Image models (torchvision-resnet50): `channels` 1 (RGB filters summed) or 3,
+  `spatial_attention` adds EIANet's gates at their random init (listed in the report). Raises ConversionError (with the report) unless every encoder parameter was
   filled from the checkpoint or allowed, and every key was used or dropped by name.
   """
   if source not in FAMILIES:
@@ -274,6 +301,10 @@ def convert_state_dict(source: str, checkpoint: Mapping[str, Any], *,
   fam = FAMILIES[source]
   state, path, beside = state_lib.unwrap_checkpoint(checkpoint)
   meta = {k: v for k, v in checkpoint.items() if k in ("cfg", "args")}
+  if fam.modality == "image":
+    fam = dataclasses.replace(fam, fixed=fam.fixed + (("spatial_attention",
+                                                       bool(spatial_attention)),))
+    meta.update(channels=int(channels), spatial_attention=bool(spatial_attention))
   report = ConversionReport(source)
   report.weights_at, report.beside_weights = ".".join(path), beside
   report.ignored = sorted(k for k in state if _matches(ignore_keys, k))
@@ -282,20 +313,29 @@ def convert_state_dict(source: str, checkpoint: Mapping[str, Any], *,
   read = fam.read(state, meta)
   r = read.reader
   report.problems += read.problems
+  report.notes += list(read.notes)
   report.dropped = dict(sorted(read.dropped.items()))
   report.unexpected = sorted(set(state) - r.used - set(read.dropped))
   variant, overrides = _pick_variant(fam, read.fields, variant, report)
   report.variant, report.overrides = variant, overrides
   module = models.build_model(fam.module, variant, **overrides)
-  contract = _contract(fam, read.in_leads, leads, module, report)
-  x = jnp.zeros((1, len(contract.leads), contract.samples), jnp.float32)
+  contract = _contract(fam, read.in_leads, leads, module, report, channels)
+  if fam.modality == "image":  # a CNN's weights do not depend on the picture size
+    x = jnp.zeros((1, 64, 64, contract.channels), jnp.float32)
+    shape_text = f"{contract.channels}-channel images"
+  else:
+    x = jnp.zeros((1, len(contract.leads), contract.samples), jnp.float32)
+    shape_text = f"{len(contract.leads)} leads x {contract.samples} samples"
   try:
-    template = state_lib.flatten(jax.eval_shape(
-        lambda: module.init(jax.random.PRNGKey(seed), x))["params"])
+    abstract = jax.eval_shape(lambda: module.init(jax.random.PRNGKey(seed), x))
   except (ValueError, TypeError) as e:
     report.problems.append(f"{fam.module} {variant} {overrides} cannot be built on "
-                           f"{len(contract.leads)} leads x {contract.samples} samples: {e}")
+                           f"{shape_text}: {e}")
     raise ConversionError(report) from None
+  template = state_lib.flatten(abstract["params"])
+  # Parameters the source never has (EIANet's attention on an ImageNet net) are allowed by
+  # the family itself; any other hole still needs --allow-missing.
+  allow_missing = tuple(allow_missing) + (read.random_init if spatial_attention else ())
 
   flat = state_lib.flatten(read.params)
   missing_keys = list(dict.fromkeys(r.missing))
@@ -317,6 +357,7 @@ def convert_state_dict(source: str, checkpoint: Mapping[str, Any], *,
     init = state_lib.flatten(jax.jit(module.init)(jax.random.PRNGKey(seed), x)["params"])
     for p in holes:
       flat[p] = np.asarray(init[p])
+  stats = _check_stats(read.stats, abstract, r, report)
   report.converted = len(r.used - set(read.dropped))
   if not report.ok:
     raise ConversionError(report)
@@ -327,10 +368,38 @@ def convert_state_dict(source: str, checkpoint: Mapping[str, Any], *,
   }
   if fam.model == "ecg_fm":
     encoder["embedding"]["frames"] = contract.samples // 16
-  return Conversion(params, encoder, contract, report)
+  return Conversion(params, encoder, contract, report, collections=stats)
+
+
+def _check_stats(stats: dict[str, Any] | None, abstract: Mapping[str, Any],
+                 r: state_lib.StateReader, report: ConversionReport) -> dict[str, Any]:
+  """The BatchNorm statistics read (as {"batch_stats": ...}), every path and shape checked
+  against the model's; problems go to the report."""
+  want = abstract.get("batch_stats")
+  if not want:
+    return {}
+  have = state_lib.flatten(stats or {})
+  want_flat = state_lib.flatten(want)
+  for p, spec in want_flat.items():
+    v = have.get(p)
+    if v is None:
+      if p in have:  # the reader recorded the checkpoint key as missing
+        continue
+      report.missing.append(f"batch_stats/{p} (model statistics with no checkpoint key)")
+    elif np.shape(v) != spec.shape:
+      report.shape_mismatch.append(f"{r.origin.get(id(v), p)}: checkpoint {np.shape(v)} -> "
+                                   f"batch_stats/{p} {spec.shape} in the model")
+  for p in sorted(set(have) - set(want_flat)):
+    if have[p] is not None:
+      report.unexpected.append(f"{r.origin.get(id(have[p]), p)} (the model has no "
+                               f"batch_stats/{p})")
+  return {"batch_stats": state_lib.unflatten({p: have[p] for p in want_flat if p in have})}
 
 
 def _embedding_dim(module: Any) -> int:
+  if hasattr(module, "stage_sizes"):  # a ResNet: the last stage's channels
+    expansion = 4 if module.block == "bottleneck" else 1
+    return int(module.width * 2 ** (len(module.stage_sizes) - 1) * expansion)
   if hasattr(module, "width"):
     return int(module.width)
   return int(module.filters[-1])
@@ -351,7 +420,8 @@ def save_conversion(conversion: Conversion, out_dir: str, *,
     origin["checkpoint_sha256"] = torch_io.sha256_of(checkpoint_path)
   path = export_lib.save_export(out_dir, conversion.params, conversion.encoder,
                                 conversion.contract.to_dict(),
-                                training={"converted_from": origin})
+                                training={"converted_from": origin},
+                                collections=conversion.collections)
   with open(os.path.join(path, REPORT_FILE), "w") as f:
     json.dump(rep.to_dict(), f, indent=2, sort_keys=True)
   conversion.export_dir = path
@@ -360,7 +430,8 @@ def save_conversion(conversion: Conversion, out_dir: str, *,
 
 def convert(source: str, checkpoint_path: str, out_dir: str | None, *,
             variant: str | None = None, allow_missing: Sequence[str] = (),
-            ignore_keys: Sequence[str] = (), leads: Sequence[str] | None = None) -> Conversion:
+            ignore_keys: Sequence[str] = (), leads: Sequence[str] | None = None,
+            channels: int = 1, spatial_attention: bool = True) -> Conversion:
   """Reads a PyTorch checkpoint file safely (torch needed), converts it (see
   `convert_state_dict`) and writes an ecgjax export to out_dir (None: check only).
   Raises ConversionError (nothing written), or torch_io.CheckpointError for unreadable files."""
@@ -371,7 +442,8 @@ def convert(source: str, checkpoint_path: str, out_dir: str | None, *,
                                    "not a state dict or a dict around one")
   conversion = convert_state_dict(source, checkpoint, variant=variant,
                                   allow_missing=allow_missing, ignore_keys=ignore_keys,
-                                  leads=leads)
+                                  leads=leads, channels=channels,
+                                  spatial_attention=spatial_attention)
   if out_dir is not None:
     save_conversion(conversion, out_dir, checkpoint_path=checkpoint_path)
   return conversion

@@ -136,7 +136,7 @@ class ResNetBody(nn.Module):
   ndim: int
   stem_kernel: int
   kernel: int
-  num_classes: int = 1
+  num_classes: int = 1  # 0: no head, the pooled features are the output
   width: int = 64
   spatial_attention: bool = False  # EIANet: a spatial gate after each of the first 4 stages
   attention_kernel: int = 7
@@ -159,11 +159,13 @@ class ResNetBody(nn.Module):
         x, a = SpatialAttention(self.attention_kernel, self.dtype, name=f"attention{s}")(x)
         maps.append(a)
     features = jnp.mean(x.astype(jnp.float32), axis=tuple(range(1, 1 + self.ndim)))
-    logits = nn.Dense(self.num_classes, dtype=self.dtype, param_dtype=jnp.float32,
-                      name="head")(features)
     aux: dict[str, Any] = {"features": features, "pre_logits": features}
     if maps:
       aux["attention"] = tuple(maps)
+    if not self.num_classes:  # an encoder (an export, ImageNet weights): the pooled features
+      return features, aux
+    logits = nn.Dense(self.num_classes, dtype=self.dtype, param_dtype=jnp.float32,
+                      name="head")(features)
     return logits.astype(jnp.float32), aux
 
 

@@ -57,7 +57,8 @@ class Objective(abc.ABC):
 
   @abc.abstractmethod
   def export_encoder(self, params: PyTree, collections: PyTree) -> tuple[PyTree, dict]:
-    """(encoder variables, JSON-able encoder description) for `ecgjax.export`."""
+    """({"params": ..., **collections} of the encoder, its JSON-able description) for
+    `ecgjax.export`."""
 
   def lr_scales(self, params: PyTree) -> PyTree | None:
     """Per-parameter learning-rate multipliers (layer-wise decay), or None for all 1."""

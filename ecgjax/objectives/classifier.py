@@ -69,6 +69,7 @@ class Backbone:
   lead_idx: tuple[int, ...] | None = None
   params: PyTree | None = None  # pretrained weights (an export's), None: random init
   description: dict[str, Any] | None = None  # the export's, for re-exporting
+  collections: PyTree | None = None  # the export's other variables (BN running statistics)
 
 
 def build_backbone(name: str, variant: str, num_outputs: int, *, dtype: Any = jnp.float32,
@@ -136,7 +137,8 @@ def backbone_from_export(export: Any, *, dtype: Any = jnp.float32,
   return Backbone(module, enc["module"], export.config["variant"], overrides,
                   emits_logits=False, lead_idx=lead_idx, params=params,
                   description={k: export.config[k] for k in ("model", "variant", "encoder",
-                                                               "embedding")})
+                                                               "embedding")},
+                  collections=jax.tree.map(np.asarray, dict(export.collections)) or None)
 
 
 def make_model(backbone: Backbone, num_outputs: int, head_dropout: float = 0.0) -> FinetuneModel:
@@ -147,14 +149,26 @@ def make_model(backbone: Backbone, num_outputs: int, head_dropout: float = 0.0) 
                        head_dropout=float(head_dropout))
 
 
-def load_pretrained(params: PyTree, pretrained: PyTree) -> PyTree:
+def load_pretrained(params: PyTree, pretrained: PyTree, what: str = "weights") -> PyTree:
   """`params` with its "backbone" replaced by `pretrained`; every path and shape must match."""
   diff = tree.compare(pretrained, params["backbone"])
   if not diff.ok:
-    raise ValueError(f"pretrained weights do not fit the backbone: {diff.summary()}")
+    raise ValueError(f"pretrained {what} do not fit the backbone: {diff.summary()}")
   out = dict(params)
   out["backbone"] = jax.tree.map(lambda x: jnp.asarray(x, jnp.float32), pretrained)
   return out
+
+
+def load_pretrained_collections(collections: PyTree, pretrained: PyTree | None) -> PyTree:
+  """The model's collections with the backbone's part of each replaced by the export's
+  (BatchNorm running statistics); a collection the export lacks or the model lacks fails."""
+  if not pretrained:
+    return collections
+  if set(pretrained) != {k for k, v in collections.items() if "backbone" in v}:
+    raise ValueError(f"the export's variable collections {sorted(pretrained)} do not match "
+                     f"the backbone's {sorted(collections)}")
+  return {k: (load_pretrained(v, pretrained[k], f"{k!r} variables") if k in pretrained else v)
+          for k, v in collections.items()}
 
 
 def layer_ids(params: PyTree) -> tuple[PyTree, int]:

@@ -245,7 +245,7 @@ class LeadDropContrastive(base.Objective):
   def export_encoder(self, params, collections):
     """The encoder params (the projection head is a training device, not exported)."""
     del collections
-    return params["encoder"], self.encoder.description()
+    return {"params": params["encoder"]}, self.encoder.description()
 
 
 def view_options(config: ml_collections.ConfigDict, name: str) -> dict[str, Any]:

@@ -146,7 +146,7 @@ class HybridObjective(base.Objective):
   def export_encoder(self, params, collections):
     """The MAE's encoder params (decoder, head and log-variances stay behind)."""
     del collections
-    return params["model"]["encoder"], con.encoder_description(
+    return {"params": params["model"]["encoder"]}, con.encoder_description(
         self.variant, self.model.width, self.view_len, self.leads)
 
 

@@ -93,7 +93,7 @@ class MaskedAutoencoder(base.Objective):
   def export_encoder(self, params, collections):
     """The encoder's params (positional table then trains like any other) and description."""
     del collections
-    return params["encoder"], {
+    return {"params": params["encoder"]}, {
         "model": "st_mem",
         "variant": self.variant,
         "module": "st_mem_encoder",

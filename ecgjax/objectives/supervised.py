@@ -101,6 +101,7 @@ class Supervised(base.Objective):
     if self.weighting == "uncertainty":
       params["log_vars"] = weighting.init_log_vars(self.num_tasks)
     collections = {k: v for k, v in variables.items() if k != "params"}
+    collections = model_lib.load_pretrained_collections(collections, self.backbone.collections)
     return params, collections
 
   def apply(self, params, collections, x, *, train: bool, rng: jax.Array | None = None):
@@ -163,18 +164,18 @@ class Supervised(base.Objective):
 
   def export_encoder(self, params, collections):
     """The fine-tuned backbone (with BN statistics) and its description."""
-    variables: dict[str, Any] = params["backbone"]
     b = self.backbone
     desc = {"model": b.name, "variant": b.variant, "module": b.name,
             "overrides": dict(b.overrides),
-            "embedding": {"dim": len(self.label_names), "pooling": "task logits"}}
+            "embedding": {"dim": len(self.label_names), "pooling": "task logits",
+                          "labels": list(self.label_names), "task": self.task}}
     if b.description is not None:  # an export's encoder: re-export it as it came
       desc = {"model": b.description["model"], "variant": b.variant,
               "module": b.description["encoder"]["module"], "overrides": dict(b.overrides),
               "embedding": b.description["embedding"]}
-    if collections:
-      raise NotImplementedError("exports hold params only; a BatchNorm backbone's running "
-                                "statistics would be lost")
+    # FinetuneModel holds the backbone as its submodule "backbone" in every collection.
+    variables = {"params": params["backbone"],
+                 **{k: v["backbone"] for k, v in (collections or {}).items() if "backbone" in v}}
     return variables, desc
 
 

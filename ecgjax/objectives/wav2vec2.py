@@ -251,7 +251,7 @@ class Wav2Vec2(base.Objective):
     """The encoder's params (without the pretraining-only mask_emb) and description."""
     del collections
     enc = {k: v for k, v in params["encoder"].items() if k != "mask_emb"}
-    return enc, view_encoders.ecg_fm_description(self.variant, self.model.width, self.samples)
+    return {"params": enc}, view_encoders.ecg_fm_description(self.variant, self.model.width, self.samples)
 
 
 @register("wav2vec2", DEFAULTS)

@@ -225,7 +225,7 @@ class ExportHook(hooks_lib.Hook):
   def end(self, step: int, state: dict[str, Any]) -> None:
     export_dir = os.path.join(self.workdir, "export")
     params = jax.jit(lambda p: p, out_shardings=mesh_lib.replicated(self.mesh))(state["params"])
-    enc_params, enc_desc = self.objective.export_encoder(params, state["collections"])
+    variables, enc_desc = self.objective.export_encoder(params, state["collections"])
     enc_desc = dict(enc_desc)
     # An objective whose encoder sees less than the training window (views cropped on
     # device) says what it takes; the export's contract must match the encoder.
@@ -233,7 +233,8 @@ class ExportHook(hooks_lib.Hook):
     if hooks_lib.process0():
       c = self.config
       export_lib.save_export(
-          export_dir, enc_params, enc_desc, contract,
+          export_dir, variables["params"], enc_desc, contract,
+          collections={k: v for k, v in variables.items() if k != "params"},
           training={"data": c.data, "steps": step, "batch_size": c.batch_size,
                     "seed": c.seed, "objective": c.objective})
       logging.info("exported encoder to %s", export_dir)

@@ -69,7 +69,7 @@ class Evaluator(base.Evaluator):
 
   def _encoder(self, state: dict[str, Any]) -> tuple[Any, export_lib.Export]:
     objective = self.context.objective
-    params, desc = objective.export_encoder(state["params"], state["collections"])
+    variables, desc = objective.export_encoder(state["params"], state["collections"])
     desc = dict(desc)
     contract = {**self.context.preprocessing.to_dict(), **desc.pop("input", {})}
     # The same description an export would carry, kept in memory (no file is written).
@@ -79,7 +79,7 @@ class Evaluator(base.Evaluator):
                                                 "overrides": desc.get("overrides", {})},
                                     "input": contract, "embedding": desc["embedding"]},
                             params=None)
-    return params, exp
+    return variables, exp
 
   def _prepare(self, exp: export_lib.Export) -> None:
     # Read and preprocess the records once: every later run only re-embeds them.
@@ -109,7 +109,7 @@ class Evaluator(base.Evaluator):
 
   def run(self, state: dict[str, Any], step: int) -> dict[str, Any]:
     t0 = time.perf_counter()
-    params, exp = self._encoder(state)
+    variables, exp = self._encoder(state)
     if not self._sets:
       self._prepare(exp)
     if self._fn is None:
@@ -117,7 +117,7 @@ class Evaluator(base.Evaluator):
       self._fn = embed_lib.mesh_embed_fn(
           enc["module"], exp.config["variant"], json.dumps(enc["overrides"], sort_keys=True),
           embed_lib.lead_idx_of(exp), self.context.mesh)
-    emb = {k: embed_lib.embed_batches(self._fn, params, self._sets[k], self.context.mesh)
+    emb = {k: embed_lib.embed_batches(self._fn, variables, self._sets[k], self.context.mesh)
            for k in ("train", "test")}
     if jax.process_index() != 0:
       return {}  # every process embedded (the mesh needs them all); process 0 probes

@@ -18,15 +18,15 @@ setup: $(VENV)/.installed
 
 $(VENV)/.installed: pyproject.toml constraints.txt
 	$(PYTHON) -m venv $(VENV)
-	@# --no-compile: byte-compiling every installed file (torch alone has thousands) is most of
-	@# a fresh setup's time; Python compiles what it imports on first use instead.
-	$(BIN)/python -m pip install -q --no-compile -c constraints.txt -e ".[test]"
+	@# Byte-compiled at install (pip's default): environments with PYTHONDONTWRITEBYTECODE=1,
+	@# CI's among them, would otherwise recompile every imported module in every test process.
+	$(BIN)/python -m pip install -q -c constraints.txt -e ".[test]"
 	@# Optional torch (the `torch` extra) for the weight-import tests: the CPU build by its exact
 	@# name, so a machine without that wheel fails fast (and those tests skip) instead of pulling
 	@# GBs of CUDA packages.
 	@# Under CI (CI=true) a failed torch install fails the setup: the weight-import and
 	@# reference tests must never turn into silent skips there.
-	$(BIN)/python -m pip install -q --no-compile -c constraints.txt "torch==2.13.0+cpu" || { \
+	$(BIN)/python -m pip install -q -c constraints.txt "torch==2.13.0+cpu" || { \
 	  if [ "$$CI" = "true" ]; then \
 	    echo "error: torch 2.13.0+cpu could not be installed under CI;" \
 	      "the weight-import tests need it" >&2; \
@@ -48,6 +48,9 @@ demo: setup
 	$(BIN)/python finetune/probe.py --export $(DEMO_DIR)/random/export $(PROBE)
 
 test: setup
+	@# The suite starts ~100 Python processes (entry points, grain workers); byte-compile our
+	@# own modules once, since PYTHONDONTWRITEBYTECODE (set on CI) stops imports from doing it.
+	$(BIN)/python -m compileall -q -j 0 ecgjax configs finetune pretrain > /dev/null
 	$(BIN)/python -m pytest -q $(if $(filter-out 0,$(PYTEST_WORKERS)),-n $(PYTEST_WORKERS) --dist worksteal) $(PYTEST_ARGS)
 
 bench: setup

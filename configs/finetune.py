@@ -71,7 +71,8 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   c.max_bad_fraction = 0.01       # unreadable records are skipped; past this fraction, stop
   c.augment = "scheduled"         # none | scheduled (AnyECG-CCTA: roll, scale, noise, occlusion
                                   # at strength alpha(e) = 0.5 + 0.5 cos(pi e / E)) |
-                                  # st_mem_randaugment (ST-MEM's fine-tune: 2 of 8 ops, p 0.5)
+                                  # st_mem_randaugment (ST-MEM's fine-tune: 2 of 8 ops, p 0.5) |
+                                  # page_jitter (printouts: shift, scale, rotate the page)
   c.paired = True                 # each batch holds every record AND its augmented copy
   c.input = ml_collections.ConfigDict()  # input contract (an export brings its own)
   c.input.fs = arg.fs

@@ -119,3 +119,21 @@ def test_spatial_attention_switch_gives_the_resnet_baseline():
     assert any(k.startswith("attention") for k in params["body"]) == on
   with pytest.raises(ValueError, match="applies to the ResNets"):
     classifier.build_backbone("net1d", "mu", 1, spatial_attention=True)
+
+
+def test_page_jitter_moves_the_page_and_keeps_it_binary(printouts):
+  from ecgjax.data import augment
+  src = data.open_source(f"image:{printouts}")
+  x = SMALL.prepare_record(src[0])
+  jitter = augment.build("page_jitter", 0.0)
+  y = jitter(x, np.random.default_rng(0))
+  assert y.shape == x.shape and set(np.unique(y)) <= {0.0, 1.0}
+  assert not np.array_equal(x, y) and abs(y.mean() - x.mean()) < 0.02  # moved, not erased
+  np.testing.assert_array_equal(y, jitter(x, np.random.default_rng(0)))  # seeded
+  plain = next(data.train_iterator(src, SMALL, global_batch_size=8, seed=0))
+  moved = next(data.train_iterator(src, SMALL, global_batch_size=8, seed=0, augment=jitter))
+  np.testing.assert_array_equal(plain["index"], moved["index"])
+  assert not np.array_equal(plain["pixels"], moved["pixels"])
+  with pytest.raises(ValueError, match="is for signals, the inputs are images"):
+    data.train_iterator(src, SMALL, global_batch_size=8, seed=0,
+                        augment=augment.build("st_mem_randaugment", 100.0))

@@ -199,6 +199,10 @@ def test_cli_writes_an_image_export_with_statistics_that_fine_tuning_loads(tmp_p
   np.testing.assert_allclose(exp.collections["batch_stats"]["body"]["stage0_block0"]["bn2"]["var"],
                              bn.running_var.numpy())
   embed.check_export(exp)
+  from ecgjax.errors import ConfigError
+  from ecgjax.finetune import load
+  with pytest.raises(ConfigError, match="is an encoder"):  # explain --export needs a classifier
+    load.load_classifier_export(str(out))
   # Fine-tuning's objective starts from the export's weights AND statistics, and hands them
   # back unchanged as its encoder.
   from ecgjax.objectives import classifier, supervised
@@ -209,3 +213,14 @@ def test_cli_writes_an_image_export_with_statistics_that_fine_tuning_loads(tmp_p
   for tree in ("params", "batch_stats"):
     ref = exp.params if tree == "params" else exp.collections["batch_stats"]
     jax.tree.map(np.testing.assert_array_equal, ref, jax.tree.map(np.asarray, got[tree]))
+
+
+def test_a_corrupt_statistics_file_is_named(tmp_path):
+  conv = conversion.convert_state_dict("torchvision-resnet50", _state(_reference()),
+                                       spatial_attention=False)
+  path = conversion.save_conversion(conv, str(tmp_path / "export"))
+  with open(f"{path}/{export_lib.COLLECTIONS_FILE}", "r+b") as f:
+    f.seek(10)
+    f.write(b"\x00\x01")
+  with pytest.raises(export_lib.ExportError, match="collections.msgpack is corrupt"):
+    export_lib.load_export(path)

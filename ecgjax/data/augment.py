@@ -483,6 +483,14 @@ def _st_mem_randaugment(fs: float) -> StMemRandAugment:
   return StMemRandAugment(fs=fs)
 
 
+@AUGMENTATIONS.register("page_jitter")
+def _page_jitter(fs: float) -> Any:
+  # Printouts (input=image): shift / scale / rotate the page (data/images.py PageJitter).
+  del fs
+  from ecgjax.data import images  # pylint: disable=g-import-not-at-top
+  return images.PageJitter()
+
+
 def build(name: str, fs: float) -> Augmenter | None:
   """`config.augment`: "none", or the registered augmentation made for sampling rate `fs`."""
   if name == "none":

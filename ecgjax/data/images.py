@@ -151,6 +151,31 @@ class ImagePreprocessing:
     return self.prepare(record["pixels"])
 
 
+@dataclasses.dataclass(frozen=True)
+class PageJitter:
+  """Training augmentation for printouts: the page placed as scans and photos of paper place
+  it, a random shift (fraction of each side), scale and small rotation of the fitted picture,
+  white filled, nearest-neighbour so a binary picture stays binary. Applied after the
+  preprocessing, to the model's float input (H, W, C)."""
+  shift: float = 0.03
+  scale: float = 0.05  # zoom in U(1 - scale, 1 + scale)
+  rotate_deg: float = 1.0
+
+  is_image = True  # tells the pipeline this augments pictures, not signals
+
+  def __call__(self, x: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+    import cv2  # pylint: disable=g-import-not-at-top
+    h, w = x.shape[:2]
+    m = cv2.getRotationMatrix2D((w / 2, h / 2), float(rng.uniform(-1, 1) * self.rotate_deg),
+                                float(1 + rng.uniform(-1, 1) * self.scale))
+    m[0, 2] += rng.uniform(-1, 1) * self.shift * w
+    m[1, 2] += rng.uniform(-1, 1) * self.shift * h
+    out = cv2.warpAffine(np.ascontiguousarray(x, np.float32), m, (w, h),
+                         flags=cv2.INTER_NEAREST, borderMode=cv2.BORDER_CONSTANT,
+                         borderValue=(1.0, 1.0, 1.0))
+    return out.reshape(x.shape)
+
+
 PRESETS = {
     "eianet": ImagePreprocessing(),
     "raw": ImagePreprocessing(channels=3, **{s: False for s in STAGES}),

@@ -149,18 +149,20 @@ class _TrainExample:
 
 class _TrainImage:
   """grain random map for image contracts: source index -> {pixels, labels, index, patient}
-  (the whole printout, fitted; no crop, no augmentation), or a bad-record marker."""
+  (the whole printout, fitted, no crop; `augment` (x, rng) -> x, e.g. images.PageJitter), or
+  a bad-record marker."""
 
-  def __init__(self, source: sources_lib.Source, preprocessing: Any):
-    self.source, self.preprocessing = source, preprocessing
+  def __init__(self, source: sources_lib.Source, preprocessing: Any, augment: Any = None):
+    self.source, self.preprocessing, self.augment = source, preprocessing, augment
     self.n_labels = len(source.label_names)
 
   def __call__(self, element: Any, rng: np.random.Generator) -> dict[str, Any]:
-    del rng
     index = element[1] if isinstance(element, tuple) else element
     try:
       rec = self.source[int(index)]
       x = self.preprocessing.prepare_record(rec)
+      if self.augment is not None:
+        x = np.asarray(self.augment(x, rng), np.float32)
       labels = _check_labels(rec, self.n_labels)
     except sources_lib.BadRecordError as e:
       return {_BAD_ID: e.record_id, _BAD_REASON: e.reason}
@@ -398,9 +400,11 @@ def train_dataset(
     # Positions key the per-record rng as before, so this changes no random draw.
     ds = ds.map_with_index(_with_position)
   image = batch_lib.is_image(preprocessing)
-  if image and augment is not None:
-    raise ValueError("image inputs are not augmented (set config.augment=none)")
-  example = (_TrainImage(source, preprocessing) if image else
+  if augment is not None and image != bool(getattr(augment, "is_image", False)):
+    raise ValueError(f"augment {augment!r} is for {'signals' if image else 'images'}, the "
+                     f"inputs are {'images' if image else 'signals'} (config.augment: "
+                     f"{'page_jitter or none' if image else 'not page_jitter'})")
+  example = (_TrainImage(source, preprocessing, augment) if image else
              _TrainExample(source, preprocessing, augment, augment_epochs=augment_epochs,
                            paired=paired))
   ds = ds.random_map(example, seed=_derived_seed(seed, 1))

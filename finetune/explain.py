@@ -1,13 +1,17 @@
-"""Explains a fine-tuned model's predictions on a data set (Grad-CAM for now).
+"""Explains a fine-tuned model's predictions on a data set: Grad-CAM and input attributions.
 
   python finetune/explain.py --run runs/eianet --data image:runs/printouts --method gradcam \
       --out runs/eianet/gradcam [--split 0] [--target NORM] [--limit 50] [--threshold 0.4]
   python finetune/explain.py --export runs/eianet/split0/export --data image:runs/printouts \
       --out runs/eianet/gradcam_export
 
-For each record: OUT/<record>.png (printouts: the model's input, the map over it, and the
-thresholded view EIANet's figures show; signals: the map along time under lead II), and
-OUT/gradcam.npz with record_id, the maps, the predicted probabilities and the target label.
+--method gradcam (CNNs), gradient (gradient x input), integrated_gradients (--steps,
+--baseline zero|blur; the completeness error is reported) or occlusion (signals: per lead, or per
+lead and --window_s window). For each record: OUT/<record>.png (printouts: the model's input, the
+map over it, and the thresholded view EIANet's figures show; signals: the model's input on the
+12-lead grid, one panel per lead, the attribution as a colour band under each trace), and
+OUT/<method>.npz with record_id, the attributions (`attributions`; Grad-CAM also as `cam`), the
+predicted probabilities and the target label.
 --run is a finished finetune/finetune.py workdir (its split's validation-selected model);
 --export a classifier's export (a fine-tuned Net1D/ResNet writes one per split,
 WORKDIR/split<k>/export), which needs nothing of the run.
@@ -25,7 +29,13 @@ from ecgjax.errors import UserError
 _RUN = flags.DEFINE_string("run", None, "finished fine-tuning workdir")
 _EXPORT = flags.DEFINE_string("export", None, "a classifier's export (WORKDIR/split<k>/export)")
 _DATA = flags.DEFINE_string("data", None, "data spec of the records to explain")
-_METHOD = flags.DEFINE_enum("method", "gradcam", ["gradcam"], "explanation method")
+_METHOD = flags.DEFINE_enum("method", "gradcam",
+                            ["gradcam", "gradient", "integrated_gradients", "occlusion"],
+                            "explanation method")
+_STEPS = flags.DEFINE_integer("steps", 32, "integrated_gradients: path steps")
+_BASELINE = flags.DEFINE_enum("baseline", "zero", ["zero", "blur"],
+                              "integrated_gradients / occlusion: the reference input")
+_WINDOW = flags.DEFINE_float("window_s", 0.0, "occlusion: window in seconds (0: whole leads)")
 _OUT = flags.DEFINE_string("out", None, "output directory")
 _SPLIT = flags.DEFINE_integer("split", 0, "which split's model")
 _TARGET = flags.DEFINE_string("target", None, "label to explain (default: the first)")
@@ -49,22 +59,20 @@ def _save_image_panel(path: str, x: np.ndarray, cam: np.ndarray, threshold: floa
   cv2.imwrite(path, panel[..., ::-1])
 
 
-def _save_signal_panel(path: str, x: np.ndarray, cam: np.ndarray, leads) -> None:
-  import matplotlib  # pylint: disable=g-import-not-at-top
-  matplotlib.use("Agg")
-  import matplotlib.pyplot as plt  # pylint: disable=g-import-not-at-top
-  lead = list(leads).index("II") if "II" in leads else 0
-  fig, ax = plt.subplots(figsize=(10, 2.2))
-  t = np.arange(x.shape[-1])
-  ax.imshow(cam[None], aspect="auto", cmap="Reds", extent=(0, len(t), x[lead].min(),
-                                                            x[lead].max()), alpha=0.6)
-  ax.plot(t, x[lead], color="black", lw=0.7)
-  ax.set_yticks([])
-  ax.set_xlabel("sample")
-  ax.set_title(f"Grad-CAM under lead {leads[lead]}")
-  fig.tight_layout()
-  fig.savefig(path, dpi=120)
-  plt.close(fig)
+def _save_signal_panel(path: str, x: np.ndarray, values: np.ndarray, leads, fs: float,
+                       title: str) -> None:
+  """The model's input on the 12-lead grid (12x1: one panel per lead), `values` (leads, T) or
+  (T,) as a colour band under each trace."""
+  from ecgjax.images import printout  # pylint: disable=g-import-not-at-top
+  values = np.broadcast_to(values, x.shape) if values.ndim == 1 else values
+  # The input is usually standardised: draw it at most +-1.5 "mV" tall so panels do not overlap.
+  scale = 1.0 / max(1.0, float(np.percentile(np.abs(x), 99)) / 1.5)
+  style = printout.STYLES["red"]
+  pg = printout.page("12x1", style, seconds=x.shape[-1] / fs)
+  fig, ax = printout.figure(pg, style, dpi=100)
+  printout.shade(ax, pg, values, fs, leads)
+  printout.draw(ax, pg, x * scale, fs, leads, style, title=title)
+  printout.save(fig, path)
 
 
 def main(argv):
@@ -89,28 +97,59 @@ def main(argv):
   os.makedirs(_OUT.value, exist_ok=True)
   variables = model.variables()
   image = data_lib.batch.is_image(model.preprocessing)
-  ids, cams, probs = [], [], []
+  method = _METHOD.value
+  if image and method == "occlusion":
+    raise UserError("--method occlusion takes signal models (it occludes leads x time "
+                    "windows); for a printout model use gradcam, gradient or "
+                    "integrated_gradients")
+  fs = 0.0 if image else float(model.preprocessing.fs)
+  ids, maps, probs, errors = [], [], [], []
   for batch in data_lib.eval_batches(source, model.preprocessing, batch_size=_BATCH.value,
                                      indices=indices):
     x = batch[data_lib.batch.model_input_key(batch)][:, 0]  # the first view of each record
-    cam = explain.gradcam(model.module, variables, x, target=k)
+    err = None
+    if method == "gradcam":
+      a = explain.gradcam(model.module, variables, x, target=k)
+    elif method == "gradient":
+      a = explain.gradient_x_input(model.module, variables, x, k)
+    elif method == "integrated_gradients":
+      ig = explain.integrated_gradients(model.module, variables, x, k, steps=_STEPS.value,
+                                        baseline=_BASELINE.value)
+      a, err = ig.attributions, ig.completeness_error
+    else:
+      window = int(round(_WINDOW.value * fs)) or None
+      occ = explain.occlusion(model.module, variables, x, k, window=window,
+                              baseline=_BASELINE.value)
+      a = np.repeat(occ, -(-x.shape[-1] // occ.shape[-1]), axis=-1)[..., :x.shape[-1]]
+    if image and a.ndim == 4:  # (B, H, W, C) pixel attributions: one map per picture
+      a = a.sum(-1)
     p = model.predict(x)
     for j in np.flatnonzero(batch["valid"]):
       rid = str(batch["record_id"][j])
       path = os.path.join(_OUT.value, f"{_stem(rid)}.png")
       if image:
-        _save_image_panel(path, x[j], cam[j], _THRESHOLD.value)
+        m = a[j] if method == "gradcam" else np.abs(a[j]) / max(float(np.abs(a[j]).max()), 1e-12)
+        _save_image_panel(path, x[j], m, _THRESHOLD.value)
       else:
-        _save_signal_panel(path, x[j], cam[j], model.preprocessing.leads)
+        _save_signal_panel(path, x[j], a[j], model.preprocessing.leads, fs,
+                           f"{rid}: {method} of {target} (p = {p[j][k]:.2f})")
       ids.append(rid)
-      cams.append(cam[j].astype(np.float16))
+      maps.append(a[j].astype(np.float16 if method == "gradcam" else np.float32))
       probs.append(p[j])
+      if err is not None:
+        errors.append(err[j])
   if not ids:
     raise UserError(f"{_DATA.value}: no readable record to explain")
-  np.savez_compressed(os.path.join(_OUT.value, "gradcam.npz"), record_id=np.array(ids),
-                      cam=np.stack(cams), p=np.stack(probs), label_names=np.array(names),
-                      target=target)
-  print(f"explained {len(ids)} records (target {target}) into {_OUT.value}")
+  arrays = dict(record_id=np.array(ids), attributions=np.stack(maps), p=np.stack(probs),
+                label_names=np.array(names), target=target)
+  if method == "gradcam":
+    arrays["cam"] = arrays["attributions"]
+  if errors:
+    arrays["completeness_error"] = np.asarray(errors)
+  np.savez_compressed(os.path.join(_OUT.value, f"{method}.npz"), **arrays)
+  extra = (f"; integrated gradients' completeness error: median {np.median(errors):.3g}, "
+           f"max {np.max(errors):.3g} (raise --steps if large)" if errors else "")
+  print(f"explained {len(ids)} records ({method}, target {target}) into {_OUT.value}{extra}")
 
 
 if __name__ == "__main__":

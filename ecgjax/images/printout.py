@@ -174,6 +174,34 @@ def draw(ax, pg: Page, signal: np.ndarray, fs: float, leads: Sequence[str],
           family=style.font, color=style.trace, va="top", ha="right")
 
 
+def shade(ax, pg: Page, values: np.ndarray, fs: float, leads: Sequence[str], *,
+          alpha: float = 0.75, vmax: float | None = None) -> None:
+  """Draws per-sample `values` (leads, samples) at `fs` behind each panel's trace as a colour
+  band (an attribution under the ECG): red where positive, blue where negative, opacity
+  growing with |value| / `vmax` (default: the largest |value|), so the grid shows through
+  where the value is near 0."""
+  values = np.nan_to_num(np.asarray(values, np.float64))
+  vmax = float(vmax if vmax is not None else np.abs(values).max()) or 1.0
+  index = {name: i for i, name in enumerate(leads)}
+  red, blue = np.array([0.84, 0.15, 0.16]), np.array([0.13, 0.40, 0.67])
+  for p in pg.panels:
+    i = index.get(p.lead)
+    if i is None:
+      continue
+    lo, hi = int(round(p.t0 * fs)), min(int(round(p.t1 * fs)), values.shape[-1])
+    if hi - lo < 1:
+      continue
+    v = np.clip(values[i, lo:hi] / vmax, -1.0, 1.0)
+    rgba = np.zeros((1, hi - lo, 4))
+    rgba[0, :, :3] = np.where(v[:, None] >= 0, red, blue)
+    rgba[0, :, 3] = alpha * np.abs(v)
+    ax.imshow(rgba, aspect="auto", interpolation="nearest", zorder=1,
+              extent=(p.x_mm, p.x_mm + (hi - lo) / fs * MM_PER_S, p.baseline_mm - 12.0,
+                      p.baseline_mm + 18.0))
+  ax.set_xlim(0, pg.width_mm)  # imshow resets the limits to its extent
+  ax.set_ylim(0, pg.height_mm)
+
+
 def render(signal: np.ndarray, fs: float, leads: Sequence[str], *, layout: str = "3x4+II",
            style: Style | str = "red", dpi: float = 200.0, title: str = "",
            lead_mask: np.ndarray | None = None):

@@ -12,7 +12,9 @@ as records per second per busy core whatever the machine. Default sources:
 synthetic:2000, ../shared/data/ptbxl-pretrain-250hz/signals.npy and PTB-XL when
 present, and a prepared (float16) copy of the npy corpus made in a temp dir.
 `--images DIR` adds rows for the printouts in DIR (`image:DIR`: decode, EIANet's
-preprocessing at --image_size, or the raw arm, batch), without augmentation.
+preprocessing at --image_size, or the raw arm, batch), without augmentation, and one row for
+what fine-tuning's step reads: the same pictures prepared once into memory (uint8, fitted, as
+`ecgjax.finetune.data.PreparedInMemory` holds them), with the seconds that preparation took.
 The JSON line is last, for scripts.
 """
 
@@ -155,6 +157,18 @@ def main(argv):
           print(f"{name:<16} {nw:>7} {r['records_per_s']:>9.1f} "
                 f"{r['busy_cores'] or float('nan'):>10.2f} "
                 f"{r['records_per_s_per_core'] or float('nan'):>10.1f}", flush=True)
+      from ecgjax.finetune import data as ft_data
+      ipp = images.preset("eianet", height=h, width=w)
+      t0 = time.perf_counter()
+      held = ft_data.PreparedInMemory(source, ipp)
+      prep_s = time.perf_counter() - t0
+      r = {"source": "image/in_memory", "spec": f"image:{folder}", "records": len(source),
+           "image_size": [h, w], "prepare_s": round(prep_s, 1), **_run(held, ipp, None, 0)}
+      results.append(r)
+      print(f"{'image/in_memory':<16} {0:>7} {r['records_per_s']:>9.1f} "
+            f"{r['busy_cores'] or float('nan'):>10.2f} "
+            f"{r['records_per_s_per_core'] or float('nan'):>10.1f}  "
+            f"(prepared in {prep_s:.0f} s)", flush=True)
   print(json.dumps({"benchmark": "data_throughput", "batch": _BATCH.value,
                     "augment": aug_name, "cpu_count": os.cpu_count(),
                     "results": results}))

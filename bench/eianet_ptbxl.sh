@@ -10,6 +10,9 @@
 #   raw_images    RGB printouts, every preprocessing stage off
 #   no_attention  the plain ResNet baseline (spatial_attention=false)
 #   bce | brl     the other loss of the pair
+#   residual, residual_raw, residual_<other loss>: the gates applied as x * (1 + a)
+#                 (config.attention_residual), preprocessed, raw, the other loss
+#   no_attention_raw  the plain ResNet on raw RGB printouts
 # Each arm prints its macro AUROC with the bootstrap 95% CI (1000 resamples) and the seconds
 # per epoch (wall time of the arm / folds / epochs, validation included), and writes
 # OUT/<arm>/results.json; OUT/summary.tsv collects the rows.
@@ -35,6 +38,8 @@ COMMON=(--config "configs/finetune.py:backbone=resnet2d,input=image,runlocal"
 RAW=(--config.image.channels=3 --config.image.threshold=false --config.image.components=false
      --config.image.opening=false --config.image.blur=false --config.image.grayscale=false
      --config.image.equalize=false --config.image.binarize=false)
+MUL=(--config.attention_residual=false)  # the paper's gates, x * a
+RES=(--config.attention_residual=true)   # x * (1 + a)
 run() {  # name, extra flags...
   local name=$1; shift
   local t0; t0=$(date +%s)
@@ -51,10 +56,14 @@ EOF
 }
 for arm in "${ARMS[@]}"; do
   case $arm in
-    eianet) run eianet ;;
-    raw_images) run raw_images "${RAW[@]}" ;;
+    eianet) run eianet "${MUL[@]}" ;;
+    raw_images) run raw_images "${MUL[@]}" "${RAW[@]}" ;;
     no_attention) run no_attention --config.spatial_attention=false ;;
-    other_loss) run "$OTHER" --config.loss=$OTHER ;;
+    other_loss) run "$OTHER" "${MUL[@]}" --config.loss=$OTHER ;;
+    residual) run residual "${RES[@]}" ;;
+    residual_raw) run residual_raw "${RES[@]}" "${RAW[@]}" ;;
+    residual_other_loss) run "residual_$OTHER" "${RES[@]}" --config.loss=$OTHER ;;
+    no_attention_raw) run no_attention_raw --config.spatial_attention=false "${RAW[@]}" ;;
     *) echo "unknown arm $arm" >&2; exit 2 ;;
   esac
 done

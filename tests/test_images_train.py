@@ -121,6 +121,24 @@ def test_spatial_attention_switch_gives_the_resnet_baseline():
     classifier.build_backbone("net1d", "mu", 1, spatial_attention=True)
 
 
+def test_residual_gates_let_the_identity_through_a_closed_gate():
+  """attention_residual: x * (1 + a). With every gate shut (a = 0: a large negative kernel)
+  the multiplicative net outputs nothing of the picture; the residual one still does."""
+  import jax
+  import jax.numpy as jnp
+  from ecgjax import models
+  x = jax.random.uniform(jax.random.PRNGKey(0), (2, 64, 90, 1))
+  for residual in (False, True):
+    m = models.build_model("resnet2d", "mu", num_classes=1, attention_residual=residual)
+    v = m.init(jax.random.PRNGKey(1), x)
+    shut = jax.tree_util.tree_map_with_path(
+        lambda p, w: -1e3 * jnp.ones_like(w) if "attention" in jax.tree_util.keystr(p) else w,
+        v)
+    _, aux = m.apply(shut, x)
+    assert float(jnp.max(aux["attention"][0])) < 1e-6
+    assert (float(jnp.abs(aux["features"]).max()) > 1e-3) == residual
+
+
 def test_page_jitter_moves_the_page_and_keeps_it_binary(printouts):
   from ecgjax.data import augment
   src = data.open_source(f"image:{printouts}")

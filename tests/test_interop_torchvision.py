@@ -224,3 +224,34 @@ def test_a_corrupt_statistics_file_is_named(tmp_path):
     f.write(b"\x00\x01")
   with pytest.raises(export_lib.ExportError, match="collections.msgpack is corrupt"):
     export_lib.load_export(path)
+
+
+def test_eianet_fine_tunes_on_printouts_from_a_converted_export(tmp_path):
+  """configs/finetune.py:backbone=export,input=image from a torchvision export: the weights
+  and BN statistics are the starting point, the attention gates come with it, the run ends
+  with a split export of the fine-tuned encoder."""
+  from absl import flags
+  from configs import finetune as ft_config
+  from ecgjax.finetune import trainer
+  from ecgjax.images import __main__ as images_cli
+  flags.FLAGS.mark_as_parsed()
+  conv = conversion.convert_state_dict("torchvision-resnet50", _state(_reference()))
+  exp_dir = conversion.save_conversion(conv, str(tmp_path / "imagenet"))
+  printouts = str(tmp_path / "printouts")
+  images_cli.render_source("synthetic:24?seed=4&fs=500", printouts, dpi=40.0, progress=False)
+  c = ft_config.get_config("backbone=export,input=image,runlocal")
+  c.export, c.data, c.labels = exp_dir, f"image:{printouts}", "NORM"
+  c.image.height, c.image.width = 64, 90
+  c.epochs, c.batch_size, c.eval_batch_size, c.bootstrap = 1, 8, 8, 20
+  out = trainer.finetune(c, str(tmp_path / "run"), devices=jax.devices()[:1])
+  assert out["n_splits"] == 2
+  tuned = export_lib.load_export(str(tmp_path / "run" / "split0" / "export"))
+  assert tuned.modality == "image" and tuned.config["encoder"]["overrides"]["spatial_attention"]
+  start = export_lib.load_export(exp_dir)
+  moved = jax.tree.map(lambda a, b: not np.allclose(a, b), start.params, tuned.params)
+  assert any(jax.tree.leaves(moved))  # fine-tuning changed the imported weights
+  c.image.update({k: False for k in ("threshold", "components", "opening", "blur",
+                                      "grayscale", "equalize", "binarize")})
+  c.image.channels = 3  # raw RGB, but the export takes one channel
+  with pytest.raises(Exception, match="takes 1-channel images"):
+    trainer.finetune(c, str(tmp_path / "run3"), devices=jax.devices()[:1])

@@ -137,7 +137,8 @@ def backbone_of(config: ml_collections.ConfigDict, export: Any, n_outputs: int
                      f"backbone {config.model} pools in its own way")
   return model_lib.build_backbone(config.model, config.variant, n_outputs, dtype=dtype,
                                   use_bn=config.use_bn, dropout=config.backbone_dropout,
-                                  spatial_attention=config.get("spatial_attention"))
+                                  spatial_attention=config.get("spatial_attention"),
+                                  attention_residual=bool(config.get("attention_residual")))
 
 
 def load_split(workdir: str, split: int = 0, devices: Any = None) -> LoadedModel:

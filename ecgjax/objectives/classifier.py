@@ -74,9 +74,11 @@ class Backbone:
 
 def build_backbone(name: str, variant: str, num_outputs: int, *, dtype: Any = jnp.float32,
                    use_bn: bool = True, dropout: float = 0.0,
-                   spatial_attention: bool | None = None) -> Backbone:
+                   spatial_attention: bool | None = None,
+                   attention_residual: bool = False) -> Backbone:
   """A randomly initialised Net1D / ResNet with `num_outputs` head units; `spatial_attention`
-  (ResNets) overrides the variant's EIANet attention gates (None: the variant's)."""
+  (ResNets) overrides the variant's EIANet attention gates (None: the variant's);
+  `attention_residual` applies them as x * (1 + a)."""
   if name not in LOGIT_BACKBONES:
     raise ValueError(f"backbone {name!r} is not built by name here; known: "
                      f"{', '.join(LOGIT_BACKBONES)} (an export's encoder: --config.export=DIR)")
@@ -88,6 +90,10 @@ def build_backbone(name: str, variant: str, num_outputs: int, *, dtype: Any = jn
     if not name.startswith("resnet"):
       raise ValueError(f"config.spatial_attention applies to the ResNets, not {name!r}")
     overrides["spatial_attention"] = bool(spatial_attention)
+  if attention_residual:
+    if not name.startswith("resnet"):
+      raise ValueError(f"config.attention_residual applies to the ResNets, not {name!r}")
+    overrides["attention_residual"] = True
   module = models.build_model(name, variant, dtype=dtype, **overrides)
   return Backbone(module, name, variant, overrides, emits_logits=True)
 

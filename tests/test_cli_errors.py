@@ -56,6 +56,8 @@ CASES = {
                              "--out", "{tmp}/e.npz"], r"embed.py: error: .*not an ecgjax export"),
     "embed_missing_data": (["finetune/embed.py", "--export", "{tmp}", "--data", "{tmp}/nope.npy",
                             "--out", "{tmp}/e.npz"], r"embed.py: error: "),
+    "explain_not_a_run": (["finetune/explain.py", "--run", "{tmp}", "--data", "synthetic:2",
+                           "--out", "{tmp}/o"], r"explain.py: error: .*not a fine-tuning run"),
     "probe_missing_flag_value": (["finetune/probe.py", "--export"],
                                  r"probe.py: error: .*--export"),
     "data_cli_unknown_format": (["-m", "ecgjax.data", "inspect", "nope:/x"],

@@ -88,10 +88,11 @@ def test_eianet_finetunes_on_printouts_scores_an_external_set_and_explains(print
   panel = cv2.imread(str(cam_dir / f"{z['record_id'][0]}.png"))
   assert panel.shape == (64, 3 * 90, 3)  # input | map over it | thresholded view
   assert z["record_id"][0] in ext
-  bad = subprocess.run([sys.executable, "finetune/explain.py", "--run", str(tmp_path),
-                        "--data", f"image:{printouts}", "--out", str(cam_dir)], cwd=repo,
-                       capture_output=True, text=True, timeout=300)
-  assert bad.returncode == 2 and "not a fine-tuning run" in bad.stderr
+  # --run on a folder that is not a run: a MissingPathError, which explain.py's cli.run turns
+  # into one line and exit status 2 (tests/test_cli_errors.py, case explain_not_a_run).
+  from ecgjax.errors import MissingPathError
+  with pytest.raises(MissingPathError, match="not a fine-tuning run"):
+    load.load_split(str(tmp_path), 0)
 
 
 def test_unlabelled_printouts_are_left_out_of_fine_tuning(printouts, tmp_path):

@@ -5,6 +5,8 @@ stride on the 3x3 conv, 1x1 conv + BN downsample), small enough to run in a test
 statistics are randomised so that inference-mode BN is really exercised.
 """
 
+import dataclasses
+
 import jax
 import numpy as np
 import pytest
@@ -255,3 +257,25 @@ def test_eianet_fine_tunes_on_printouts_from_a_converted_export(tmp_path):
   c.image.channels = 3  # raw RGB, but the export takes one channel
   with pytest.raises(Exception, match="takes 1-channel images"):
     trainer.finetune(c, str(tmp_path / "run3"), devices=jax.devices()[:1])
+
+
+def test_image_exports_embed_printouts_for_the_probe_suite(tmp_path):
+  """embed_source (finetune/embed.py, probe.py) on an image export: the export's image contract
+  prepares each printout, the encoder's pooled features are the embedding."""
+  from ecgjax import data
+  from ecgjax.images import __main__ as images_cli
+  conv = conversion.convert_state_dict("torchvision-resnet50", _state(_reference()),
+                                       spatial_attention=False)
+  conv.contract = dataclasses.replace(conv.contract, height=48, width=68)
+  exp = export_lib.load_export(conversion.save_conversion(conv, str(tmp_path / "export")))
+  printouts = str(tmp_path / "printouts")
+  images_cli.render_source("synthetic:5?seed=6&fs=500", printouts, dpi=40.0, progress=False)
+  src = data.open_source(f"image:{printouts}")
+  d = embed.embed_source(exp, src, batch_size=4, progress=False, workers=0,
+                         mesh=None)
+  assert d["embeddings"].shape == (5, 256) and list(d["label_names"]) == list(src.label_names)
+  pp = embed.preprocessing_of(exp)
+  x = np.stack([pp.prepare_record(src[i]) for i in range(5)])
+  want, _ = exp.module.apply(exp.variables, x)
+  order = [list(d["record_id"]).index(str(src.metadata()["record_id"][i])) for i in range(5)]
+  np.testing.assert_allclose(d["embeddings"][order], np.asarray(want), rtol=1e-4, atol=1e-5)

@@ -18,7 +18,7 @@ def test_every_kind_of_plug_in_is_listed_and_unknown_names_are_config_errors():
       models.MODELS.names())
   assert {"mae", "contrastive", "hybrid", "wav2vec2", "supervised"} <= set(
       objectives.OBJECTIVES.names())
-  assert set(augment.AUGMENTATIONS.names()) == {"scheduled", "st_mem_randaugment"}
+  assert set(augment.AUGMENTATIONS.names()) == {"scheduled", "st_mem_randaugment", "page_jitter"}
   assert {"linear_probe", "reconstruction", "validation"} <= set(hooks.evaluator_types())
   with pytest.raises(ConfigError, match=r"unknown model 'vit9'; known: .*st_mem"):
     models.build_model("vit9", "mu")

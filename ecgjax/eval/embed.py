@@ -52,8 +52,9 @@ def lead_idx_of(export: Any) -> tuple[int, ...] | None:
 
 def _encoder_apply(module_name: str, variant: str, overrides_json: str,
                    lead_idx: tuple[int, ...] | None) -> Callable[..., jax.Array]:
-  """`(variables, x (B, views, leads, T), view_mask (B, views) | None) -> (B, dim)` (not
-  jitted): the mean of each record's real views. `variables`: {"params", **collections}."""
+  """`(variables, x (B, views, *input), view_mask (B, views) | None) -> (B, dim)` (not
+  jitted): the mean of each record's real views; input (leads, T) signals or (H, W, C)
+  pictures. `variables`: {"params", **collections}."""
   from ecgjax import models  # pylint: disable=g-import-not-at-top
   module = models.build_model(module_name, variant, **json.loads(overrides_json))
   kwargs = {}
@@ -115,13 +116,14 @@ def embed_batches(fn: Callable[..., jax.Array], variables: Any,
   n_proc, proc = jax.process_count(), jax.process_index()
   pending = []
   for batch in batches:
-    rows = batch["signal"].shape[0]
+    key = data_lib.batch.model_input_key(batch)  # signal, or pixels for printouts
+    rows = batch[key].shape[0]
     local = rows // n_proc
-    part = {k: batch[k][proc * local:(proc + 1) * local] for k in ("signal", "view_mask")}
+    part = {k: batch[k][proc * local:(proc + 1) * local] for k in (key, "view_mask")}
     part = mesh_lib.to_global(part, mesh)
     # Dispatch is asynchronous: the encoder runs while the next batch is being loaded;
     # results are read back after the loop.
-    pending.append((fn(variables, part["signal"], part["view_mask"]), batch))
+    pending.append((fn(variables, part[key], part["view_mask"]), batch))
     if progress is not None:
       progress.update(int(batch["valid"].sum()))
   out: dict[str, list[np.ndarray]] = {k: [] for k in ("embeddings", "record_id", "patient_id",
@@ -162,6 +164,14 @@ def default_n_crops(export: Any, source: Any, *, probe_records: int = 3) -> int:
     if round(rec["signal"].shape[-1] * pp.fs / rec["fs"]) > pp.samples:
       return n_ref
   return 1
+
+
+def preprocessing_of(export: Any) -> Any:
+  """What brings a record to the export's input: `data.Preprocessing` of its signal contract,
+  or `data.ImagePreprocessing` of its image contract (printouts)."""
+  if export.modality == "image":
+    return data_lib.ImagePreprocessing.from_dict(export.image_contract)
+  return data_lib.Preprocessing.of(export.contract)
 
 
 def check_export(export: Any) -> None:
@@ -225,8 +235,8 @@ def embed_source(export: Any, source: Any, *, batch_size: int = 64, n_crops: int
   bad_before = data_lib.bad_record_count()
   bar = tqdm.tqdm(total=n, unit="rec", desc=f"embed {source!r}", leave=False,
                   disable=not (progress and sys.stderr.isatty()))
-  batches = data_lib.eval_batches(source, data_lib.Preprocessing.of(export.contract),
-                                  batch_size=batch_size, n_crops=n_crops, num_threads=workers)
+  batches = data_lib.eval_batches(source, preprocessing_of(export), batch_size=batch_size,
+                                  n_crops=n_crops, num_threads=workers)
   with bar:
     d = embed_batches(fn, variables, batches, mesh, progress=bar)
   skipped = data_lib.bad_record_count() - bad_before

@@ -24,6 +24,7 @@ import numpy as np
 from ecgjax import data as data_lib
 from ecgjax import export as export_lib
 from ecgjax.errors import ConfigError, MissingPathError
+from ecgjax.eval import embed as embed_lib
 from ecgjax.eval import predictions as pred_lib
 from ecgjax.objectives import classifier as model_lib
 from ecgjax.objectives import supervised as objective_lib
@@ -80,11 +81,7 @@ class ExportedClassifier:
   def predict(self, x: np.ndarray) -> np.ndarray:
     """Probabilities (multilabel: sigmoid; multiclass: softmax) or regression outputs."""
     logits, _ = self.module.apply(self.variables(), jax.numpy.asarray(x))
-    if self.task == "multilabel":
-      return np.asarray(jax.nn.sigmoid(logits))
-    if self.task == "multiclass":
-      return np.asarray(jax.nn.softmax(logits, axis=-1))
-    return np.asarray(logits)
+    return np.asarray(objective_lib.predictions(self.task, logits))
 
 
 def load_classifier_export(directory: str) -> ExportedClassifier:
@@ -96,12 +93,8 @@ def load_classifier_export(directory: str) -> ExportedClassifier:
                       f"embedding: {emb.get('pooling')}), not a classifier with task outputs; "
                       "explain a fine-tuned run (--run WORKDIR) or a fine-tuned Net1D/ResNet's "
                       "WORKDIR/split<k>/export")
-  if export.modality == "image":
-    pp = data_lib.ImagePreprocessing.from_dict(export.image_contract)
-  else:
-    pp = data_lib.Preprocessing.of(export.contract)
-  return ExportedClassifier(export, pp, tuple(emb["labels"]), str(emb.get("task",
-                                                                          "multilabel")))
+  return ExportedClassifier(export, embed_lib.preprocessing_of(export), tuple(emb["labels"]),
+                            str(emb.get("task", "multilabel")))
 
 
 def preprocessing_of(config: ml_collections.ConfigDict, export: Any = None) -> Any:
@@ -116,13 +109,13 @@ def preprocessing_of(config: ml_collections.ConfigDict, export: Any = None) -> A
   if images:
     pp = data_lib.ImagePreprocessing.from_dict(config.image.to_dict())
     if export is not None:
-      want = data_lib.ImagePreprocessing.from_dict(export.image_contract).channels
+      want = embed_lib.preprocessing_of(export).channels
       if pp.channels != want:
         raise ConfigError(f"config.image.channels={pp.channels} but the export's encoder takes "
                           f"{want}-channel images")
     return pp
   if export is not None:
-    return data_lib.Preprocessing.of(export.contract)
+    return embed_lib.preprocessing_of(export)
   return data_lib.Preprocessing.from_dict(config.input.to_dict())
 
 

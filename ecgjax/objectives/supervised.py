@@ -150,11 +150,7 @@ class Supervised(base.Objective):
   def predict(self, params, collections, x: jax.Array) -> jax.Array:
     """Probabilities (sigmoid / softmax) or regression outputs, inference mode."""
     outputs, _ = self.apply(params, collections, x, train=False)
-    if self.task == "multilabel":
-      return jax.nn.sigmoid(outputs)
-    if self.task == "multiclass":
-      return jax.nn.softmax(outputs, axis=-1)
-    return outputs
+    return predictions(self.task, outputs)
 
   def lr_scales(self, params):
     """Layer-wise decay for transformer backbones (0 or 1: off)."""
@@ -177,6 +173,16 @@ class Supervised(base.Objective):
     variables = {"params": params["backbone"],
                  **{k: v["backbone"] for k, v in (collections or {}).items() if "backbone" in v}}
     return variables, desc
+
+
+def predictions(task: str, outputs: jax.Array) -> jax.Array:
+  """The task's predictions from its outputs: sigmoid (multilabel), softmax (multiclass), or
+  the outputs themselves (regression)."""
+  if task == "multilabel":
+    return jax.nn.sigmoid(outputs)
+  if task == "multiclass":
+    return jax.nn.softmax(outputs, axis=-1)
+  return outputs
 
 
 def build_from_config(config: ml_collections.ConfigDict, backbone: model_lib.Backbone,

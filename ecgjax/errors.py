@@ -26,6 +26,10 @@ class MissingPathError(SpecError, FileNotFoundError):
   """A data spec, export or checkpoint path that does not exist."""
 
 
+class ContractMismatchError(UserError, ValueError):
+  """Data prepared under another input contract than the one asked for (names the keys)."""
+
+
 def check_keys(what: str, given: Iterable[str], known: Iterable[str]) -> None:
   """THE unknown-key check (exports, augmentation records, config groups): ConfigError
   "unknown WHAT keys [...]; known: [...]" when `given` has a key outside `known`."""

@@ -21,7 +21,8 @@ if os.environ.get("ECGJAX_TEST_XLA_DEFAULTS") != "1":
   _flags = os.environ.get("XLA_FLAGS", "")
   if "xla_backend_optimization_level" not in _flags:
     os.environ["XLA_FLAGS"] = (_flags + " --xla_backend_optimization_level=1"
-                               " --xla_llvm_disable_expensive_passes=true").strip()
+                               " --xla_llvm_disable_expensive_passes=true"
+                               " --xla_cpu_use_fusion_emitters=false").strip()
 
 import jax  # noqa: E402
 

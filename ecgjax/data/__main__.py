@@ -5,6 +5,8 @@
   python -m ecgjax.data prepare SPEC OUT [--preset st_mem|ecg_fm|ecgfounder]
       [--fs 250 --leads I,II,... --bandpass 0.67,40 ...] [--workers N]
       [--shard_size 4096] [--dtype float16|float32] [--overwrite]
+  python -m ecgjax.data prepare image:DIR OUT [--preset eianet|raw]
+      [--preprocessing '{"height": 512, "width": 724}'] [--workers N] [--overwrite]
 
 A bad spec (unknown format or option, missing path), a bad flag or an
 existing OUT prints one line to stderr and exits with status 2.
@@ -26,8 +28,8 @@ _WORKERS = flags.DEFINE_integer(
     "workers", None, "processes reading records (default: one per CPU core; "
     "0: this process)")
 _PRESET = flags.DEFINE_string(
-    "preset", None, "prepare: reference preprocessing (st_mem, ecg_fm, "
-    "ecgfounder); the flags below override its fields")
+    "preset", None, "prepare: reference preprocessing (signals: st_mem, ecg_fm, "
+    "ecgfounder; printouts: eianet (default), raw); the flags below override its fields")
 _FS = flags.DEFINE_float("fs", None, "prepare: sampling rate, Hz")
 _SAMPLES = flags.DEFINE_integer(
     "samples", None, "prepare: crop length recorded in the contract (cropping "
@@ -41,7 +43,8 @@ _STANDARDIZE = flags.DEFINE_string(
     "standardize", None, "prepare: global, per_lead or none (applied online)")
 _PP_JSON = flags.DEFINE_string(
     "preprocessing", None, "prepare: JSON object of further Preprocessing "
-    "fields, e.g. '{\"notch\": 50}'")
+    "fields, e.g. '{\"notch\": 50}' (printouts: ImagePreprocessing fields, e.g. "
+    "'{\"height\": 256, \"width\": 362}')")
 _SHARD_SIZE = flags.DEFINE_integer("shard_size", 4096, "prepare: records per shard (at most)")
 _DTYPE = flags.DEFINE_enum("dtype", "float16", ["float16", "float32"],
                            "prepare: sample dtype on disk")
@@ -88,6 +91,26 @@ def _preprocessing():
   return transforms.Preprocessing.from_dict(base)
 
 
+# Flags that only mean something for signals: an image contract refuses them by name.
+_SIGNAL_FLAGS = ("fs", "samples", "leads", "bandpass", "filter_order", "resample_method",
+                 "standardize", "dtype")
+
+
+def _image_preprocessing():
+  from ecgjax.data import images  # pylint: disable=g-import-not-at-top
+  given = [f"--{n}" for n in _SIGNAL_FLAGS if flags.FLAGS[n].present]
+  if given:
+    raise UsageError(f"{', '.join(given)}: signal options; an image source is prepared with "
+                     "--preset eianet|raw and --preprocessing JSON (height, width, stages)")
+  extra = json.loads(_PP_JSON.value) if _PP_JSON.value else {}
+  if not isinstance(extra, dict):
+    raise UsageError("--preprocessing must be a JSON object")
+  try:
+    return images.preset(_PRESET.value or "eianet", **extra)
+  except TypeError as e:  # an unknown field
+    raise UsageError(f"bad image preprocessing: {e}") from None
+
+
 def _open(spec: str):
   from ecgjax.data import sources  # pylint: disable=g-import-not-at-top
   try:
@@ -121,11 +144,11 @@ def _prepare(spec: str, out: str) -> None:
   from ecgjax.data import prepare as prepare_lib  # pylint: disable=g-import-not-at-top
   if os.path.exists(out) and not _OVERWRITE.value:
     raise UsageError(f"{out} already exists; pass --overwrite to replace it")
+  source = _open(spec)
   try:
-    pp = _preprocessing()
+    pp = _image_preprocessing() if source.modality == "image" else _preprocessing()
   except (ValueError, TypeError) as e:
     raise UsageError(f"bad preprocessing: {e}") from None
-  _open(spec)
   meta = prepare_lib.prepare(spec, out, pp, workers=_WORKERS.value,
                              shard_size=_SHARD_SIZE.value, dtype=_DTYPE.value,
                              overwrite=_OVERWRITE.value)
@@ -134,9 +157,13 @@ def _prepare(spec: str, out: str) -> None:
     print(f"skipped {b['record_id']}: {b['reason']}")
   if c["bad"] > 50:
     print(f"... and {c['bad'] - 50} more bad records: see {out}/meta.json")
+  contract = dict(meta["preprocessing"])
+  key = "config.input"
+  if contract.pop("modality", None) == "image":
+    key = "input=image and config.image"
   print(f"prepared {c['records']} of {c['source_records']} records ({c['bad']} bad) "
         f"into {c['shards']} shards in {out} ({meta['seconds']} s); train on "
-        f"'prepared:{out}' with config.input = {json.dumps(meta['preprocessing'])}")
+        f"'prepared:{out}' with {key} = {json.dumps(contract)}")
 
 
 def main(argv: list[str]) -> int:

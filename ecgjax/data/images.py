@@ -136,19 +136,28 @@ class ImagePreprocessing:
     """A decoded picture (H, W, 3) uint8 -> float32 (height, width, channels) in [0, 1]."""
     return self.finish(self.fitted(pixels))
 
-  def prepare_record(self, record: Mapping[str, Any]) -> np.ndarray:
-    """A record's model input, float32 (height, width, channels): from its `pixels`, or from
-    the picture fine-tuning stored when it was prepared under this very contract."""
+  def fitted_record(self, record: Mapping[str, Any]) -> np.ndarray:
+    """A record's fitted uint8 picture (height, width, channels): from its `pixels`, or as
+    stored when it was prepared (fine-tuning's memory, `prepared:DIR`) under this very
+    contract; a record prepared under another contract is an error, not a second pass."""
     done = record.get("prepared")
     if done is not None:
-      if done != self.to_dict():
-        raise ValueError(f"record {record.get('record_id')!r} was prepared with another image "
-                         "contract; prepare it again")
-      return self.finish(record["pixels"])
+      ours = self.to_dict()
+      if done != ours:
+        diff = sorted(k for k in set(done) | set(ours) if done.get(k) != ours.get(k))
+        raise errors.ContractMismatchError(
+            f"record {record.get('record_id')!r} was prepared with another image contract "
+            f"(differs in {', '.join(diff)}); prepare it again with this one or read the "
+            "original images")
+      return np.asarray(record["pixels"], np.uint8)
     if "pixels" not in record:
       raise ValueError(f"record {record.get('record_id')!r} has no pixels: an image contract "
                        "reads image sources (image:DIR), not signals")
-    return self.prepare(record["pixels"])
+    return self.fitted(record["pixels"])
+
+  def prepare_record(self, record: Mapping[str, Any]) -> np.ndarray:
+    """A record's model input, float32 (height, width, channels) (see `fitted_record`)."""
+    return self.finish(self.fitted_record(record))
 
 
 @dataclasses.dataclass(frozen=True)

@@ -23,10 +23,13 @@ _CHUNK = 256  # Records per task: small enough for a smooth progress bar.
 
 
 def _image_problem(rec: sources_lib.Record, n_labels: int) -> str | None:
-  """Why an image record (a printout: `pixels` (H, W, 3) uint8) cannot be used, or None."""
+  """Why an image record (a printout: `pixels` (H, W, 3) uint8, or (H, W, 1 or 3) when
+  prepared) cannot be used, or None."""
   px = np.asarray(rec["pixels"])
-  if px.ndim != 3 or px.shape[2] != 3 or 0 in px.shape or px.dtype != np.uint8:
-    return f"pixels must be (height, width, 3) uint8, got {px.shape} {px.dtype}"
+  channels = (1, 3) if "prepared" in rec else (3,)
+  if px.ndim != 3 or px.shape[2] not in channels or 0 in px.shape or px.dtype != np.uint8:
+    return (f"pixels must be (height, width, {' or '.join(map(str, channels))}) uint8, got "
+            f"{px.shape} {px.dtype}")
   labels = np.asarray(rec.get("labels", ()), np.float32).reshape(-1)
   if labels.shape[0] != n_labels:
     return f"has {labels.shape[0]} labels, the source declares {n_labels}"

@@ -25,12 +25,15 @@ from typing import Any
 import numpy as np
 import tqdm
 
+from ecgjax.data import images
 from ecgjax.data import sources as sources_lib
 from ecgjax.data import specs
 from ecgjax.data import transforms
 from ecgjax.data.formats import prepared as fmt
+from ecgjax.data.formats import prepared_image as image_fmt
 
 SourceArg = str | specs.DataSpec | sources_lib.Source
+AnyPreprocessing = transforms.Preprocessing | images.ImagePreprocessing
 # Bytes reserved for the .npy header of a shard, written once its size is
 # known: numpy pads 1-D headers to this length whatever the shape's digits.
 _NPY_HEADER = 128
@@ -161,6 +164,43 @@ def _prepare_chunk(chunk: tuple[int, int, int]) -> dict[str, Any]:
           "records": good, "bad": bad}
 
 
+def _prepare_image_chunk(chunk: tuple[int, int, int]) -> dict[str, Any]:
+  """Writes one shard of fitted pictures (formats/prepared_image.py); same result keys."""
+  number, start, stop = chunk
+  source, pp = _WORKER["source"], _WORKER["preprocessing"]
+  n_labels, shape = len(source.label_names), (pp.height, pp.width, pp.channels)
+  good, bad = [], []
+  path = os.path.join(_WORKER["tmp"], fmt.shard_name(number))
+  with open(path, "wb") as f:
+    f.write(b"\0" * _NPY_HEADER)
+    for i in range(start, stop):
+      try:
+        rec = source[i]
+        img = pp.fitted_record(rec)
+        labels = np.asarray(rec.get("labels", ()), np.float32).reshape(-1)
+        if labels.shape[0] != n_labels:
+          raise sources_lib.BadRecordError(
+              rec["record_id"], f"has {labels.shape[0]} labels, the source declares {n_labels}")
+        if img.shape != shape:
+          raise sources_lib.BadRecordError(
+              rec["record_id"], f"fitted picture is {img.shape}, the contract says {shape}")
+      except fmt.PreparedMismatchError:
+        raise  # The whole run is wrong, not this record.
+      except sources_lib.BadRecordError as e:
+        bad.append({"index": i, "record_id": e.record_id, "reason": e.reason})
+        continue
+      except Exception as e:  # pylint: disable=broad-except
+        bad.append({"index": i, "record_id": None, "reason": f"{type(e).__name__}: {e}"})
+        continue
+      f.write(np.ascontiguousarray(img, np.uint8).tobytes())
+      good.append((rec["record_id"], rec.get("patient_id", rec["record_id"]),
+                   int(rec.get("fold", 0)), i, len(good), 0, None, labels))
+    f.seek(0)
+    f.write(_npy_header(np.dtype(np.uint8), len(good) * int(np.prod(shape))))
+  return {"number": number, "file": fmt.shard_name(number), "samples": 0,
+          "records": good, "bad": bad}
+
+
 def fill_bad_ids(source: sources_lib.Source, bad: list[dict[str, Any]]) -> None:
   """Names bad records that failed with a non-BadRecordError, from the metadata."""
   if not any(b["record_id"] is None for b in bad):
@@ -174,13 +214,19 @@ def fill_bad_ids(source: sources_lib.Source, bad: list[dict[str, Any]]) -> None:
       b["record_id"] = str(ids[b["index"]]) if ids is not None else f"#{b['index']}"
 
 
-def _write_index(tmp: str, shards: list[dict[str, Any]], n_leads: int,
+def _write_index(tmp: str, shards: list[dict[str, Any]], n_leads: int | None,
                  n_labels: int) -> int:
+  """index.npy (and labels.npy) of the shards' records; n_leads None: pictures."""
   rows = [(r, s) for s, shard in enumerate(shards) for r in shard["records"]]
   width = lambda k: max((len(str(r[k])) for r, _ in rows), default=1)
-  index = np.zeros(len(rows), fmt.index_dtype(n_leads, width(0), width(1)))
-  for j, (r, s) in enumerate(rows):
-    index[j] = (r[0], r[1], r[2], r[3], s, r[4], r[5], r[6])
+  if n_leads is None:
+    index = np.zeros(len(rows), image_fmt.index_dtype(width(0), width(1)))
+    for j, (r, s) in enumerate(rows):
+      index[j] = (r[0], r[1], r[2], r[3], s, r[4])
+  else:
+    index = np.zeros(len(rows), fmt.index_dtype(n_leads, width(0), width(1)))
+    for j, (r, s) in enumerate(rows):
+      index[j] = (r[0], r[1], r[2], r[3], s, r[4], r[5], r[6])
   np.save(os.path.join(tmp, fmt.INDEX_FILE), index)
   if n_labels:
     labels = np.stack([r[7] for r, _ in rows]).astype(np.float32)
@@ -189,7 +235,7 @@ def _write_index(tmp: str, shards: list[dict[str, Any]], n_leads: int,
 
 
 def prepare(spec: SourceArg, out: str,
-            preprocessing: transforms.Preprocessing, *,
+            preprocessing: AnyPreprocessing, *,
             workers: int | None = None, shard_size: int = 4096,
             dtype: str = "float16", overwrite: bool = False,
             progress: bool = True) -> dict[str, Any]:
@@ -197,9 +243,14 @@ def prepare(spec: SourceArg, out: str,
 
   workers: processes (None: one per core; 0 or 1: this process). shard_size:
   at most this many records per shard (fewer when that gives every worker
-  work). dtype: "float16" (default, see formats/prepared.py) or "float32".
+  work). dtype: "float16" (default, see formats/prepared.py) or "float32". An image contract
+  (`ecgjax.data.images.ImagePreprocessing`) stores fitted uint8 pictures of an image source
+  instead (formats/prepared_image.py; dtype does not apply).
   """
-  if dtype not in fmt.DTYPES:
+  image = isinstance(preprocessing, images.ImagePreprocessing)
+  if image:
+    dtype = image_fmt.DTYPE
+  elif dtype not in fmt.DTYPES:
     raise ValueError(f"dtype must be one of {fmt.DTYPES}, got {dtype!r}")
   if shard_size < 1:
     raise ValueError(f"shard_size must be >= 1, got {shard_size}")
@@ -211,6 +262,11 @@ def prepare(spec: SourceArg, out: str,
   n = len(source)
   if n == 0:
     raise ValueError(f"{source!r} has no records")
+  if image != (source.modality == "image"):
+    raise fmt.PreparedMismatchError(
+        f"{source!r} holds {source.modality}s but the contract is "
+        f"{'an image' if image else 'a signal'} contract: prepare printouts (image:DIR) with "
+        "an image preset (eianet, raw) and signals with a signal preset")
   t0 = time.time()
   per_shard = shard_size
   if workers is None or workers > 1:
@@ -227,7 +283,8 @@ def prepare(spec: SourceArg, out: str,
   try:
     state = {"preprocessing": preprocessing, "dtype": dtype, "tmp": tmp}
     results = sorted(
-        map_chunks(spec, state, _prepare_chunk, chunks, workers,
+        map_chunks(spec, state, _prepare_image_chunk if image else _prepare_chunk, chunks,
+                   workers,
                    f"prepare {os.path.basename(out)}", progress),
         key=lambda r: r["number"])
     bad = [b for r in results for b in r["bad"]]
@@ -242,7 +299,7 @@ def prepare(spec: SourceArg, out: str,
       raise ValueError(
           f"{source!r}: all {n} records are bad, nothing prepared; e.g. "
           + "; ".join(f"{b['record_id']}: {b['reason']}" for b in bad[:3]))
-    count = _write_index(tmp, shards, len(preprocessing.leads),
+    count = _write_index(tmp, shards, None if image else len(preprocessing.leads),
                          len(source.label_names))
     meta = {
         "format": fmt.FORMAT_TAG,  # First key: `auto:` detection reads it.
@@ -250,12 +307,14 @@ def prepare(spec: SourceArg, out: str,
         "source": str(source.spec or spec),
         "preprocessing": preprocessing.to_dict(),
         "dtype": dtype,
+        **({"shape": [preprocessing.height, preprocessing.width, preprocessing.channels]}
+           if image else {}),
         "label_names": list(source.label_names),
         "counts": {"source_records": n, "records": count, "bad": len(bad),
                    "shards": len(shards),
-                   "samples": int(sum(s["samples"] for s in shards))},
+                   **({} if image else {"samples": int(sum(s["samples"] for s in shards))})},
         "shards": [{"file": s["file"], "records": len(s["records"]),
-                    "samples": s["samples"]} for s in shards],
+                    **({} if image else {"samples": s["samples"]})} for s in shards],
         "bad_records": bad,
         "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
         "seconds": round(time.time() - t0, 1),

@@ -89,6 +89,7 @@ class Source(abc.ABC):
   label_names: tuple[str, ...] = ()
   leads: tuple[str, ...] = leads_lib.LEADS_12
   fs: float | None = None  # None when it varies per record.
+  modality: str = "signal"  # "image": records carry `pixels` (printouts), not a signal
 
   @abc.abstractmethod
   def __len__(self) -> int:
@@ -158,6 +159,7 @@ class SubsetSource(Source):
                spec: specs.DataSpec | None = None):
     self.base = base
     self.indices = np.asarray(indices, dtype=np.int64)
+    self.modality = base.modality
     self.leads = base.leads
     self.label_names = base.label_names
     self.fs = base.fs

@@ -78,6 +78,30 @@ def record_weights(n_records: int, n_resamples: int, seed: int) -> np.ndarray:
                          size=n_resamples).astype(np.float32)
 
 
+def cluster_weights(cluster: np.ndarray, n_resamples: int, seed: int) -> np.ndarray:
+  """(B, n) record weights of a cluster (patient) bootstrap: each resample draws the clusters
+  with replacement and a record weighs as many times as its cluster was drawn, so records of
+  one patient move together (their correlation widens the interval, as it should).
+  cluster: (n,) integer cluster index of each record, 0..K-1."""
+  cluster = np.asarray(cluster, np.int64)
+  k = int(cluster.max()) + 1 if cluster.size else 0
+  return record_weights(k, n_resamples, seed)[:, cluster]
+
+
+def resample_weights(patient_of_record: np.ndarray, n_resamples: int, seed: int,
+                     unit: str = "auto") -> tuple[np.ndarray, str]:
+  """(B, n_records) weights and the unit used: "patient" (`cluster_weights`), "record", or
+  "auto" = patient when any patient has more than one record."""
+  if unit not in ("auto", "patient", "record"):
+    raise ValueError(f"bootstrap unit must be auto, patient or record, got {unit!r}")
+  patients, cluster = np.unique(np.asarray(patient_of_record).astype(str), return_inverse=True)
+  if unit == "auto":
+    unit = "patient" if len(patients) < len(cluster) else "record"
+  if unit == "patient":
+    return cluster_weights(cluster, n_resamples, seed), unit
+  return record_weights(len(cluster), n_resamples, seed), unit
+
+
 def percentile_ci(samples: np.ndarray, level: float = 0.95) -> tuple[float, float]:
   """Percentile interval of the finite samples; (NaN, NaN) when none."""
   s = np.asarray(samples, np.float64)

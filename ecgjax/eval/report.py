@@ -146,13 +146,17 @@ def _label(name: str, y: np.ndarray, p: np.ndarray, rec_idx: np.ndarray,
 
 def build(pred: pred_lib.Predictions, *, threshold: str = "youden", n_bootstrap: int = 1000,
           seed: int = 0, calibration_bins: int = 10, calibration_strategy: str = "quantile",
-          meta: dict[str, Any] | None = None) -> dict[str, Any]:
-  """The full report dict of a predictions table (see the module docstring)."""
+          bootstrap_unit: str = "auto", meta: dict[str, Any] | None = None) -> dict[str, Any]:
+  """The full report dict of a predictions table (see the module docstring).
+
+  bootstrap_unit: patient (records of a patient resampled together), record, or auto
+  (patient when any patient id repeats)."""
   rule = calibration.parse_threshold(threshold)
   if n_bootstrap < 1:
     raise ValueError(f"n_bootstrap must be >= 1, got {n_bootstrap}")
-  records, rec_idx = np.unique(pred.record_id, return_inverse=True)
-  weights = bootstrap.record_weights(len(records), n_bootstrap, seed)
+  records, first, rec_idx = np.unique(pred.record_id, return_index=True, return_inverse=True)
+  weights, unit = bootstrap.resample_weights(pred.patient_id[first], n_bootstrap, seed,
+                                             bootstrap_unit)
   repeats = pred.repeats
   notes: list[str] = []
   per_label, curves, boots = {}, {}, {}
@@ -200,7 +204,7 @@ def build(pred: pred_lib.Predictions, *, threshold: str = "youden", n_bootstrap:
       "n_excluded": len(excluded), "excluded": excluded,
       "threshold_rule": str(rule),
       "bootstrap": {"n_resamples": n_bootstrap, "seed": seed, "level": 0.95,
-                    "unit": "record", "method": "percentile",
+                    "unit": unit, "method": "percentile",
                     "macro_skipped": macro_skipped},
       "calibration": {"bins": calibration_bins, "strategy": calibration_strategy},
       "per_fold": folds,
@@ -287,7 +291,8 @@ def markdown(r: dict[str, Any], figures: Sequence[tuple[str, str]] = ()) -> str:
   if r.get("data"):
     lines.append(f"- Data: {', '.join('`%s`' % d for d in r['data'])}.")
   bs = r["bootstrap"]
-  lines.append(f"- 95% CIs: percentile bootstrap over records, {bs['n_resamples']} resamples "
+  unit = {"patient": "patients (a patient's records together)"}.get(bs.get("unit"), "records")
+  lines.append(f"- 95% CIs: percentile bootstrap over {unit}, {bs['n_resamples']} resamples "
                f"(seed {bs['seed']})" + (", of the mean over repeats" if r["n_repeats"] > 1
                                          else "") + ".")
   lines.append(f"- Operating point: threshold `{r['threshold_rule']}`"

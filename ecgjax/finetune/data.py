@@ -29,6 +29,7 @@ class PreparedInMemory(sources_lib.Source):
                labels: Sequence[str] = (), threads: int | None = None):
     self.base, self.preprocessing = base, preprocessing
     self.image = data_lib.batch.is_image(preprocessing)  # printouts: the fitted picture
+    self.modality = "image" if self.image else "signal"
     self.spec = base.spec
     self.fs = getattr(preprocessing, "fs", None)
     self.leads = getattr(preprocessing, "leads", ())
@@ -55,7 +56,7 @@ class PreparedInMemory(sources_lib.Source):
     try:
       rec = self.base[index]
       if self.image:
-        pixels = self.preprocessing.fitted(rec["pixels"])
+        pixels = self.preprocessing.fitted_record(rec)
       else:
         x, mask = data_lib.prepare_record(self.preprocessing, rec)
     except sources_lib.BadRecordError as e:

@@ -137,6 +137,7 @@ class ImageSource(Source):
 
   leads: tuple[str, ...] = ()  # an image has no signal rows; its leads are drawn on it
   fs = None
+  modality = "image"
 
   def __init__(self, root: str, labels: str | None = None, dpi: float = 200.0,
                spec: specs.DataSpec | None = None):

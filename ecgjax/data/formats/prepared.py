@@ -12,6 +12,9 @@ Layout of DIR (written by `ecgjax.data.prepare`, atomically):
   shard-00001.npy   the shard is the C-order (leads, length) block at element
   ...               start * n_leads, so records of any length pack without padding
 
+Printouts prepared under an image contract use the same directory layout with fitted uint8
+pictures (`prepared_image.py`); `prepared:DIR` opens either, by the contract in meta.json.
+
 Why this layout: a record is one contiguous slice of a memory-mapped .npy file,
 located by one row of a memory-mapped index, so reading record i is O(1) and
 touches no other record, and the OS page cache (not each worker's heap) holds
@@ -51,7 +54,7 @@ from ecgjax import leads as leads_lib
 from ecgjax.data import sources
 from ecgjax.data import specs
 from ecgjax.data import transforms
-from ecgjax.errors import UserError
+from ecgjax import errors
 
 FORMAT_TAG = "ecgjax-prepared"
 FORMAT_VERSION = 1
@@ -68,7 +71,7 @@ ONLINE_KEYS = ("samples", "views")
 WINDOW_STANDARDIZE_KEYS = ("standardize", "standardize_eps")
 
 
-class PreparedMismatchError(UserError, ValueError):
+class PreparedMismatchError(errors.ContractMismatchError):
   """Prepared data were made with another contract than the one asked for."""
 
 
@@ -320,4 +323,8 @@ class PreparedSource(sources.Source):
          "memory-mapped, already preprocessed)",
     detect=is_prepared_dir)
 def _open_prepared(spec: specs.DataSpec) -> sources.Source:
+  from ecgjax.data.formats import prepared_image  # pylint: disable=g-import-not-at-top
+  meta = read_meta(spec.path)
+  if prepared_image.is_image_meta(meta):  # printouts, prepared under an image contract
+    return prepared_image.PreparedImageSource(spec.path, meta, spec)
   return PreparedSource(spec.path, spec)

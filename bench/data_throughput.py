@@ -14,7 +14,9 @@ present, and a prepared (float16) copy of the npy corpus made in a temp dir.
 `--images DIR` adds rows for the printouts in DIR (`image:DIR`: decode, EIANet's
 preprocessing at --image_size, or the raw arm, batch), without augmentation, and one row for
 what fine-tuning's step reads: the same pictures prepared once into memory (uint8, fitted, as
-`ecgjax.finetune.data.PreparedInMemory` holds them), with the seconds that preparation took.
+`ecgjax.finetune.data.PreparedInMemory` holds them), with the seconds that preparation took,
+and rows for the same pictures prepared on disk (`python -m ecgjax.data prepare image:DIR`,
+memory-mapped uint8 shards, made in a temp dir) at each worker count.
 The JSON line is last, for scripts.
 """
 
@@ -169,6 +171,20 @@ def main(argv):
             f"{r['busy_cores'] or float('nan'):>10.2f} "
             f"{r['records_per_s_per_core'] or float('nan'):>10.1f}  "
             f"(prepared in {prep_s:.0f} s)", flush=True)
+      from ecgjax.data import prepare as prepare_lib
+      out = os.path.join(tmp, f"images-{len(results)}")
+      t0 = time.perf_counter()
+      prepare_lib.prepare(f"image:{folder}", out, ipp, progress=False)
+      disk_s = time.perf_counter() - t0
+      disk = data.open_source(f"prepared:{out}")
+      for nw in [int(v) for v in _WORKERS.value]:
+        r = {"source": "image/prepared", "spec": f"image:{folder}", "records": len(disk),
+             "image_size": [h, w], "prepare_s": round(disk_s, 1), **_run(disk, ipp, None, nw)}
+        results.append(r)
+        print(f"{'image/prepared':<16} {nw:>7} {r['records_per_s']:>9.1f} "
+              f"{r['busy_cores'] or float('nan'):>10.2f} "
+              f"{r['records_per_s_per_core'] or float('nan'):>10.1f}  "
+              f"(prepared on disk in {disk_s:.0f} s)", flush=True)
   print(json.dumps({"benchmark": "data_throughput", "batch": _BATCH.value,
                     "augment": aug_name, "cpu_count": os.cpu_count(),
                     "results": results}))

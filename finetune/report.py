@@ -6,7 +6,18 @@ The CSV has columns record_id, patient_id, fold and, per label, y_<label> (0/1) 
 p_<label> (probability); optional repeat and cv_fold columns (as `finetune/probe.py
 --predictions_out` writes them) make it a repeated protocol with per-repeat and per-fold
 numbers. Prints AUROC/AUPRC with 95% bootstrap CIs; --report writes report.json,
-report.md and the PNG figures.
+report.md and the PNG figures. A regression table (target_<name>, pred_<name> columns) is
+scored with MAE, RMSE, R^2, Pearson and Spearman.
+
+  python finetune/report.py --predictions run/predictions.csv \
+      --threshold_from run/validation_predictions.csv --strata LAD=0.15,LM=0.01 \
+      --ordinal stenosis_grade --covariates grades.csv --bootstrap_unit patient
+
+--threshold_from: pick each label's operating point on these (validation) predictions and
+apply it here (without it the report says the threshold was chosen on the evaluated set);
+--strata: fixed cut points per label (LAD=0.05/0.15 for three strata) with event rates;
+--ordinal: Spearman's rho of each probability with that column (of --covariates, a CSV with
+record_id, or of the predictions CSV itself).
 """
 
 import json
@@ -25,6 +36,17 @@ _SEED = flags.DEFINE_integer("seed", 0, "bootstrap seed")
 _CAL_BINS = flags.DEFINE_integer("calibration_bins", 10, "bins of the calibration curve")
 _CAL_STRATEGY = flags.DEFINE_enum("calibration_strategy", "quantile", ["quantile", "uniform"],
                                   "calibration bins with equal counts or equal widths")
+_UNIT = flags.DEFINE_enum("bootstrap_unit", "auto", ["auto", "patient", "record"],
+                          "resample patients (their records together) or records; auto: "
+                          "patients when any patient id repeats")
+_THRESHOLD_FROM = flags.DEFINE_string("threshold_from", None, "validation predictions CSV "
+                                      "the operating thresholds are chosen on")
+_STRATA = flags.DEFINE_string("strata", None, "risk strata cut points per label, e.g. "
+                              "LAD=0.15,LM=0.01 or LAD=0.05/0.15")
+_ORDINAL = flags.DEFINE_string("ordinal", None, "column to correlate each probability with "
+                               "(Spearman), e.g. a stenosis grade")
+_COVARIATES = flags.DEFINE_string("covariates", None, "CSV with record_id and the --ordinal "
+                                  "column (default: the predictions CSV)")
 _JSON = flags.DEFINE_bool("json", False, "print the results as one JSON object, last line")
 flags.mark_flags_as_required(["predictions"])
 
@@ -38,9 +60,16 @@ def main(argv):
     pred = pred_lib.read_csv(_PREDICTIONS.value)
     if _LABELS.value:
       pred = pred.select(_LABELS.value)
+    val = (pred_lib.read_csv(_THRESHOLD_FROM.value) if _THRESHOLD_FROM.value else None)
+    ordinal = None
+    if _ORDINAL.value:
+      ordinal = (_ORDINAL.value, pred_lib.column(_COVARIATES.value or _PREDICTIONS.value,
+                                                 _ORDINAL.value, pred.record_id))
     r = report_lib.build(pred, threshold=_THRESHOLD.value, n_bootstrap=_BOOTSTRAP.value,
                          seed=_SEED.value, calibration_bins=_CAL_BINS.value,
                          calibration_strategy=_CAL_STRATEGY.value,
+                         bootstrap_unit=_UNIT.value, threshold_from=val,
+                         strata=_STRATA.value, ordinal=ordinal,
                          meta={"title": f"Evaluation of {_PREDICTIONS.value}",
                                "protocol": "predictions",
                                "predictions_file": _PREDICTIONS.value})

@@ -60,7 +60,7 @@ def test_linear_probe_rows_during_pretraining_equal_the_probe_suite_on_the_expor
   te = embed.embed_source(exp, data.open_source(TEST), progress=False,
                           n_crops=embed.default_n_crops(exp, data.open_source(TEST)))
   p = probes.fit_predict_logreg(tr["embeddings"], tr["labels"], te["embeddings"],
-                                on_single_class="nan")
+                                on_single_class="nan", groups=tr["patient_id"])
   ok = [j for j in range(p.shape[1]) if np.isfinite(p[:, j]).all()]
   want = metrics.summarize(te["labels"][:, ok] > 0.5, p[:, ok], [labels[j] for j in ok])
   assert evals[-1]["eval/probe/macro_auroc"] == pytest.approx(want["macro_auroc"], abs=1e-4)

@@ -97,6 +97,10 @@ def test_short_finetune_on_separable_labels_reaches_high_auroc(finished):
   assert lo <= out["macro_auroc"] <= hi
   pred = pred_lib.read_csv(os.path.join(workdir, "predictions.csv"))
   assert pred.label_names == ("FAST", "CHEST") and set(pred.fold.tolist()) == {6}
+  # The selected model's validation predictions (fold 5) set the operating thresholds.
+  val = pred_lib.read_csv(os.path.join(workdir, trainer.VALIDATION_FILE))
+  assert set(val.fold.tolist()) == {5} and out["test"]["threshold_source"] == "validation"
+  assert out["test"]["bootstrap"]["unit"] == "patient"  # two records per patient
   history = [json.loads(l) for l in open(os.path.join(workdir, "split0", "validation.jsonl"))]
   assert [h["epoch"] for h in history] == [1, 2, 3, 4]
   # The test fold was predicted with the state of the best VALIDATION epoch.

@@ -62,7 +62,7 @@ def run_probe(table: Table, blocks: Sequence[np.ndarray], splits: Sequence[proto
         f"the training side of repeat {sp.repeat} fold {sp.cv_fold}")
     p = fit_predict(x_train, table.labels[sp.train], x_test, seed=sp.seed,
                     label_names=table.label_names, split=name,
-                    on_single_class=on_single_class)
+                    on_single_class=on_single_class, groups=table.patient_id[sp.train])
     if log:
       logging.info("repeat %d fold %d: %d train / %d test records, %s fitted in %.1fs",
                    sp.repeat, sp.cv_fold, sp.train.size, sp.test.size, probe,

@@ -210,11 +210,47 @@ def tsne_plot(embeddings: dict[str, np.ndarray], labels: np.ndarray,
   return _save(fig, directory, "tsne.png")
 
 
+def regression_scatter(r: dict[str, Any], directory: str, max_points: int = 5000) -> str | None:
+  """Predicted vs true value per target, the identity line, and the mean truth in deciles of
+  the prediction (the calibration curve of a regression)."""
+  import matplotlib.pyplot as plt  # pylint: disable=g-import-not-at-top
+  names = r["label_names"]
+  if not names:
+    return None
+  fig, axes = plt.subplots(1, len(names), figsize=(4.2 * len(names), 4.2), squeeze=False)
+  rng = np.random.default_rng(0)
+  for ax, n in zip(axes[0], names):
+    y, p = (np.asarray(r["curves"][n][k], np.float64) for k in ("y", "p"))
+    keep = np.isfinite(y) & np.isfinite(p)
+    y, p = y[keep], p[keep]
+    shown = rng.choice(y.size, max_points, replace=False) if y.size > max_points else slice(None)
+    ax.scatter(y[shown], p[shown], s=6, alpha=0.4, color="#4477aa", lw=0)
+    if y.size:
+      lo, hi = float(min(y.min(), p.min())), float(max(y.max(), p.max()))
+      ax.plot([lo, hi], [lo, hi], "--", color="grey", lw=1, label="identity")
+      edges = np.unique(np.quantile(p, np.linspace(0, 1, 11)))
+      which = np.clip(np.searchsorted(edges, p, side="right") - 1, 0, max(len(edges) - 2, 0))
+      mp = [p[which == b].mean() for b in range(len(edges) - 1) if (which == b).any()]
+      my = [y[which == b].mean() for b in range(len(edges) - 1) if (which == b).any()]
+      ax.plot(my, mp, "o-", color="#cc3311", ms=4, label="decile means")
+    m = r["per_target"][n]
+    ax.set_title(f"{n}: MAE {m['mae']:.3g}, R² {m['r2']:.2f}", fontsize=9)
+    ax.set_xlabel("true value")
+    ax.set_ylabel("predicted")
+    ax.legend(fontsize=7, loc="upper left")
+  fig.suptitle(f"Predicted vs true ({_subtitle(r)})", fontsize=11)
+  fig.tight_layout()
+  return _save(fig, directory, "regression.png")
+
+
 def write_all(r: dict[str, Any], directory: str, *,
               embeddings: dict[str, np.ndarray] | None = None,
               tsne_labels: np.ndarray | None = None, tsne_max: int = 500,
               seed: int = 0) -> list[tuple[str, str]]:
   """Every figure the report supports; (caption, file name) of those written."""
+  if r.get("task") == "regression":
+    name = regression_scatter(r, directory)
+    return [("Predicted vs true", name)] if name else []
   out = []
   for caption, fn in (("ROC and precision-recall curves", roc_pr),
                       ("Calibration", calibration_plot),

@@ -71,16 +71,20 @@ def predict(fn: Callable[..., jax.Array], state: dict[str, Any], source: Any,
 
 
 def to_predictions(d: dict[str, np.ndarray], label_names: Sequence[str],
-                   cv_fold: int) -> pred_lib.Predictions:
+                   cv_fold: int, task: str = "multilabel") -> pred_lib.Predictions:
   """The downstream suite's predictions table of one split's predictions."""
   n = len(d["record_id"])
+  regression = task == "regression"
   return pred_lib.Predictions(
       record_id=np.asarray(d["record_id"]).astype(str),
       patient_id=np.asarray(d["patient_id"]).astype(str),
       fold=np.asarray(d["fold"], np.int64), repeat=np.zeros(n, np.int64),
-      cv_fold=np.full(n, cv_fold, np.int64), y=np.asarray(d["labels"], np.float32),
+      cv_fold=np.full(n, cv_fold, np.int64),
+      y=np.asarray(d["labels"], np.float64 if regression else np.float32),
       # The CSV's precision, so the printed report equals finetune/report.py's on the file.
-      p=np.round(np.asarray(d["p"], np.float64), 6), label_names=tuple(label_names))
+      p=(np.asarray(d["p"], np.float64) if regression
+         else np.round(np.asarray(d["p"], np.float64), 6)),
+      label_names=tuple(label_names), task="regression" if regression else "classification")
 
 
 def validation_metrics(task: str, y: np.ndarray, p: np.ndarray,

@@ -2,10 +2,12 @@
 
 Every probe has the signature of `fit_predict_logreg`:
 `(x_train (N, D), y_train (N, L), x_test (M, D), *, seed, label_names, split,
-on_single_class) -> probs (M, L)`, and is registered in `PROBES` under the name the
+on_single_class, groups) -> probs (M, L)`, and is registered in `PROBES` under the name the
 `--probe` flag takes; a new probe is one function and one registry entry.
 
-  logreg   StandardScaler + L2 logistic regression, C by stratified 3-fold inner CV (AUROC).
+  logreg   StandardScaler + L2 logistic regression, C by stratified 3-fold inner CV (AUROC);
+           given `groups` (patient ids of the training rows) that repeat, the inner folds
+           keep each patient's records together, so C is not chosen on a patient's own twin.
   xgboost  gradient-boosted trees with the prehospital-ACS study's settings (max_depth 6,
            learning_rate 0.1, subsample 0.8, colsample_bytree 0.8); 100 trees, a common
            default the study does not state; seeded.
@@ -87,14 +89,29 @@ def _logreg_cv_kwargs() -> dict:
   return kw
 
 
-def _fit_one_logreg(x: np.ndarray, y: np.ndarray, seed: int):
+def inner_folds(y: np.ndarray, groups: np.ndarray | None, n_folds: int, seed: int):
+  """The C search's folds: stratified, and grouped by patient when `groups` repeat (falling
+  back to record folds when grouping leaves a fold with one class: too few patients)."""
+  cv = model_selection.StratifiedKFold(n_folds, shuffle=True, random_state=seed)
+  if groups is None or len(np.unique(groups)) == len(groups):
+    return cv
+  g = np.asarray(groups).astype(str)
+  if len(np.unique(g)) >= n_folds:
+    grouped = model_selection.StratifiedGroupKFold(n_folds, shuffle=True, random_state=seed)
+    folds = list(grouped.split(np.zeros(len(y)), y, g))
+    if all(0 < y[test].sum() < test.size and 0 < y[train].sum() < train.size
+           for train, test in folds):
+      return folds
+  return cv
+
+
+def _fit_one_logreg(x: np.ndarray, y: np.ndarray, seed: int, groups: np.ndarray | None = None):
   """Logistic regression on standardised x with C picked by stratified inner CV (AUROC)."""
   n_min = int(min(y.sum(), y.size - y.sum()))
   if n_min < 2:
     # Too few of one class to cross-validate: fall back to the default strength.
     return linear_model.LogisticRegression(C=1.0, max_iter=LOGREG_MAX_ITER).fit(x, y)
-  cv = model_selection.StratifiedKFold(min(LOGREG_FOLDS, n_min), shuffle=True,
-                                       random_state=seed)
+  cv = inner_folds(y, groups, min(LOGREG_FOLDS, n_min), seed)
   return linear_model.LogisticRegressionCV(
       Cs=list(LOGREG_CS), cv=cv, scoring="roc_auc", solver="lbfgs",
       max_iter=LOGREG_MAX_ITER, random_state=seed, **_logreg_cv_kwargs()).fit(x, y)
@@ -108,7 +125,7 @@ def _single_class_labels(y: np.ndarray) -> list[int]:
 def _per_label(fit_one: Callable[[np.ndarray, np.ndarray, int], Any], x_train: np.ndarray,
                y_train: np.ndarray, x_test: np.ndarray, *, seed: int,
                label_names: Sequence[str] | None, split: str, on_single_class: str,
-               what: str) -> np.ndarray:
+               what: str, groups: np.ndarray | None = None) -> np.ndarray:
   """Fits `fit_one(x, y01, seed)` per label and stacks its positive-class test probabilities."""
   if on_single_class not in ("raise", "nan"):
     raise ValueError(f"on_single_class must be 'raise' or 'nan', got {on_single_class!r}")
@@ -130,7 +147,9 @@ def _per_label(fit_one: Callable[[np.ndarray, np.ndarray, int], Any], x_train: n
     with warnings.catch_warnings(record=True) as caught, \
         threadpoolctl.threadpool_limits(PROBE_THREADS):
       warnings.simplefilter("always", sk_exceptions.ConvergenceWarning)
-      model = fit_one(x_train, (y_train[:, j] > 0.5).astype(np.int64), seed)
+      yj = (y_train[:, j] > 0.5).astype(np.int64)
+      model = (fit_one(x_train, yj, seed) if groups is None
+               else fit_one(x_train, yj, seed, groups=groups))
       probs[:, j] = model.predict_proba(x_test)[:, 1]
     n_unconverged += any(issubclass(w.category, sk_exceptions.ConvergenceWarning)
                          for w in caught)
@@ -142,16 +161,18 @@ def _per_label(fit_one: Callable[[np.ndarray, np.ndarray, int], Any], x_train: n
 
 def fit_predict_logreg(x_train: np.ndarray, y_train: np.ndarray, x_test: np.ndarray, *,
                        seed: int = 0, label_names: Sequence[str] | None = None,
-                       split: str = "the training split",
-                       on_single_class: str = "raise") -> np.ndarray:
-  """Per label: StandardScaler + L2 logistic regression (C by 3-fold CV); test probs (M, L)."""
+                       split: str = "the training split", on_single_class: str = "raise",
+                       groups: np.ndarray | None = None) -> np.ndarray:
+  """Per label: StandardScaler + L2 logistic regression (C by 3-fold CV, grouped by `groups`
+  when they repeat); test probs (M, L)."""
   x_train, x_test, _ = _check_inputs(x_train, y_train, x_test)
   # Fit on the training split only; the same scaling serves every label.
   scaler = preprocessing.StandardScaler().fit(x_train)
   return _per_label(_fit_one_logreg, scaler.transform(x_train), y_train,
                     scaler.transform(x_test), seed=seed, label_names=label_names,
                     split=split, on_single_class=on_single_class,
-                    what=f"logistic regression (max_iter={LOGREG_MAX_ITER})")
+                    what=f"logistic regression (max_iter={LOGREG_MAX_ITER})",
+                    groups=None if groups is None else np.asarray(groups))
 
 
 # The prehospital-ACS study's XGBoost settings; n_estimators is not stated there.
@@ -174,8 +195,11 @@ def _fit_one_xgboost(x: np.ndarray, y: np.ndarray, seed: int):
 def fit_predict_xgboost(x_train: np.ndarray, y_train: np.ndarray, x_test: np.ndarray, *,
                         seed: int = 0, label_names: Sequence[str] | None = None,
                         split: str = "the training split",
-                        on_single_class: str = "raise") -> np.ndarray:
-  """Per label: XGBoost with the ACS study's settings (`XGB_PARAMS`); test probs (M, L)."""
+                        on_single_class: str = "raise",
+                        groups: np.ndarray | None = None) -> np.ndarray:
+  """Per label: XGBoost with the ACS study's settings (`XGB_PARAMS`); test probs (M, L).
+  (groups: accepted for the common signature; XGBoost has no inner search.)"""
+  del groups
   return _per_label(_fit_one_xgboost, x_train, y_train, x_test, seed=seed,
                     label_names=label_names, split=split, on_single_class=on_single_class,
                     what="XGBoost")
@@ -198,8 +222,11 @@ def _fit_one_mlp(x: np.ndarray, y: np.ndarray, seed: int):
 def fit_predict_mlp(x_train: np.ndarray, y_train: np.ndarray, x_test: np.ndarray, *,
                     seed: int = 0, label_names: Sequence[str] | None = None,
                     split: str = "the training split",
-                    on_single_class: str = "raise") -> np.ndarray:
-  """Per label: StandardScaler + one-hidden-layer MLP with early stopping; test probs (M, L)."""
+                    on_single_class: str = "raise",
+                    groups: np.ndarray | None = None) -> np.ndarray:
+  """Per label: StandardScaler + one-hidden-layer MLP with early stopping; test probs (M, L).
+  (groups: accepted for the common signature; the early-stopping split is sklearn's own.)"""
+  del groups
   x_train, x_test, _ = _check_inputs(x_train, y_train, x_test)
   scaler = preprocessing.StandardScaler().fit(x_train)
   return _per_label(_fit_one_mlp, scaler.transform(x_train), y_train,
@@ -270,7 +297,7 @@ def evaluate(train: dict[str, np.ndarray], test: dict[str, np.ndarray], *,
   names = check_splits(train["label_names"], test["label_names"], train["labels"],
                        train_name=train_name, test_name=test_name)
   probs = fit_predict(train["embeddings"], train["labels"], test["embeddings"], seed=seed,
-                      label_names=names, split=train_name)
+                      label_names=names, split=train_name, groups=train.get("patient_id"))
   summary = metrics.summarize(test["labels"], probs, names)
   summary.update(n_train=int(len(train["embeddings"])), n_test=int(len(test["embeddings"])),
                  probe=probe)

@@ -26,7 +26,7 @@ import warnings
 
 import numpy as np
 
-from ecgjax.eval import bootstrap, calibration
+from ecgjax.eval import bootstrap, calibration, clinical
 from ecgjax.eval import predictions as pred_lib
 
 JSON_FILE = "report.json"
@@ -107,7 +107,8 @@ def _curves(y: np.ndarray, p: np.ndarray, rec_idx: np.ndarray, weights: np.ndarr
 def _label(name: str, y: np.ndarray, p: np.ndarray, rec_idx: np.ndarray,
            repeats: list[np.ndarray], weights: np.ndarray, rule: calibration.ThresholdRule,
            n_bins: int, strategy: str, notes: list[str]):
-  """(metrics dict, curves dict or None, bootstrap result) of one label."""
+  """(metrics dict, curves dict or None, bootstrap result) of one label; a rule of kind
+  "fixed" is applied as is (a threshold chosen elsewhere, on validation predictions)."""
   b = bootstrap.bootstrap_label(y, p, rec_idx, repeats, weights)
   reps = [unit_scores(y[rows], p[rows]) for rows in repeats]
   keep = np.isfinite(p)
@@ -146,23 +147,45 @@ def _label(name: str, y: np.ndarray, p: np.ndarray, rec_idx: np.ndarray,
 
 def build(pred: pred_lib.Predictions, *, threshold: str = "youden", n_bootstrap: int = 1000,
           seed: int = 0, calibration_bins: int = 10, calibration_strategy: str = "quantile",
-          bootstrap_unit: str = "auto", meta: dict[str, Any] | None = None) -> dict[str, Any]:
+          bootstrap_unit: str = "auto", threshold_from: pred_lib.Predictions | None = None,
+          strata: str | dict[str, list[float]] | None = None,
+          ordinal: tuple[str, np.ndarray] | None = None,
+          meta: dict[str, Any] | None = None) -> dict[str, Any]:
   """The full report dict of a predictions table (see the module docstring).
 
   bootstrap_unit: patient (records of a patient resampled together), record, or auto
-  (patient when any patient id repeats)."""
-  rule = calibration.parse_threshold(threshold)
+  (patient when any patient id repeats). threshold_from: validation predictions the
+  threshold rule picks each label's operating point on (otherwise it is chosen on the
+  evaluated rows, and the report says so). strata: risk strata cut points per label
+  (`clinical.parse_strata`). ordinal: (column name, value per row) for Spearman's rho of each
+  label's probability with it. A regression table gets `regression_report` instead."""
   if n_bootstrap < 1:
     raise ValueError(f"n_bootstrap must be >= 1, got {n_bootstrap}")
   records, first, rec_idx = np.unique(pred.record_id, return_index=True, return_inverse=True)
   weights, unit = bootstrap.resample_weights(pred.patient_id[first], n_bootstrap, seed,
                                              bootstrap_unit)
+  boot_meta = {"n_resamples": n_bootstrap, "seed": seed, "level": 0.95, "unit": unit,
+               "method": "percentile"}
+  if pred.task == "regression":
+    return regression_report(pred, rec_idx, weights, boot_meta, meta)
+  rule = calibration.parse_threshold(threshold)
+  source = "fixed" if rule.kind == "fixed" else (
+      "validation" if threshold_from is not None else "evaluated set")
   repeats = pred.repeats
   notes: list[str] = []
   per_label, curves, boots = {}, {}, {}
   for j, name in enumerate(pred.label_names):
+    label_rule = rule
+    if source == "validation":
+      if name not in threshold_from.label_names:
+        raise pred_lib.PredictionsError(f"the validation predictions have no label {name!r}")
+      k = threshold_from.label_names.index(name)
+      ok = np.isfinite(threshold_from.p[:, k])
+      label_rule = calibration.ThresholdRule("fixed", calibration.choose_threshold(
+          threshold_from.y[ok, k], threshold_from.p[ok, k], rule))
     m, c, boots[name] = _label(name, pred.y[:, j], pred.p[:, j], rec_idx, repeats, weights,
-                               rule, calibration_bins, calibration_strategy, notes)
+                               label_rule, calibration_bins, calibration_strategy, notes)
+    m["threshold_source"] = source
     per_label[name] = m
     if c is not None:
       curves[name] = c
@@ -202,15 +225,41 @@ def build(pred: pred_lib.Predictions, *, threshold: str = "youden", n_bootstrap:
       "n_rows": int(len(pred.record_id)),
       "n_repeats": len(repeats),
       "n_excluded": len(excluded), "excluded": excluded,
-      "threshold_rule": str(rule),
-      "bootstrap": {"n_resamples": n_bootstrap, "seed": seed, "level": 0.95,
-                    "unit": unit, "method": "percentile",
-                    "macro_skipped": macro_skipped},
+      "threshold_rule": str(rule), "threshold_source": source,
+      "bootstrap": {**boot_meta, "macro_skipped": macro_skipped},
       "calibration": {"bins": calibration_bins, "strategy": calibration_strategy},
       "per_fold": folds,
       "fold_macro_auroc_mean": fold_mean, "fold_macro_auroc_std": fold_std,
       "notes": notes,
       "curves": curves,
+  }
+  if strata:
+    cuts = strata if isinstance(strata, dict) else clinical.parse_strata(strata, pred.label_names)
+    report["risk_strata"] = clinical.strata_report(pred.y, pred.p, list(pred.label_names), cuts)
+  if ordinal is not None:
+    col, values = ordinal
+    report["spearman"] = {"column": col, "per_label": {
+        l: clinical.spearman(pred.p[:, j], np.asarray(values, np.float64), rec_idx, weights)
+        for j, l in enumerate(pred.label_names)}}
+  report.setdefault("protocol", "predictions")
+  return report
+
+
+def regression_report(pred: pred_lib.Predictions, rec_idx: np.ndarray, weights: np.ndarray,
+                      boot_meta: dict[str, Any], meta: dict[str, Any] | None) -> dict[str, Any]:
+  """The report of a regression table: `clinical.regression_scores` per target (all rows
+  pooled over repeats) and the points of the predicted-vs-true figure."""
+  per = {name: clinical.regression_scores(pred.y[:, j], pred.p[:, j], rec_idx, weights)
+         for j, name in enumerate(pred.label_names)}
+  report = {
+      **(meta or {}), "task": "regression", "per_target": per,
+      "label_names": list(pred.label_names),
+      "n_records": int(len(np.unique(pred.record_id))),
+      "n_patients": int(len(np.unique(pred.patient_id))),
+      "n_rows": int(len(pred.record_id)), "n_repeats": len(pred.repeats),
+      "bootstrap": boot_meta, "notes": [], "per_fold": [],
+      "curves": {name: {"y": pred.y[:, j], "p": pred.p[:, j]}
+                 for j, name in enumerate(pred.label_names)},
   }
   report.setdefault("protocol", "predictions")
   return report
@@ -222,7 +271,10 @@ def summary(report: dict[str, Any]) -> dict[str, Any]:
 
 
 def text_table(r: dict[str, Any], *, title: str | None = None) -> str:
-  """A fixed-width console table: AUROC and AUPRC with 95% CIs and positives per label."""
+  """A fixed-width console table: AUROC and AUPRC with 95% CIs and positives per label (a
+  regression report: MAE, RMSE, R^2 and Spearman per target)."""
+  if r.get("task") == "regression":
+    return _regression_table(r, title)
   names = list(r["per_label"])
   width = max([len("label"), len("macro")] + [len(n) for n in names])
   ci = lambda v, c: (f"{v:.3f} [{_f(c[0])}, {_f(c[1])}]" if math.isfinite(v)
@@ -243,10 +295,34 @@ def text_table(r: dict[str, Any], *, title: str | None = None) -> str:
   if r["n_excluded"]:
     lines.append(f"({r['n_excluded']} label(s) with a single class left out of the macro "
                  f"means: {', '.join(r['excluded'])})")
+  for label, rows in (r.get("risk_strata") or {}).items():
+    lines.append(f"{label} risk strata: " + "; ".join(
+        f"[{s['range'][0]:g}, {s['range'][1]:g}) {s['events']}/{s['n']} events "
+        f"({_f(s['event_rate'])} [{_f(s['event_rate_ci'][0])}, {_f(s['event_rate_ci'][1])}])"
+        for s in rows))
+  if r.get("spearman"):
+    sp = r["spearman"]
+    lines.append(f"Spearman rho with {sp['column']}: " + "; ".join(
+        f"{l} {_f(v['rho'])} [{_f(v['rho_ci'][0])}, {_f(v['rho_ci'][1])}]"
+        for l, v in sp["per_label"].items()))
   for pt in r.get("label_efficiency") or []:
     lines.append(f"label efficiency: {pt['train_size']} training records (mean "
                  f"{pt['n_train']:.0f}): macro AUROC {_f(pt['macro_auroc_mean'])} +- "
                  f"{_f(pt['macro_auroc_std'])} over {pt['n_runs']} run(s)")
+  return "\n".join(lines)
+
+
+def _regression_table(r: dict[str, Any], title: str | None) -> str:
+  names = r["label_names"]
+  width = max([len("target")] + [len(n) for n in names])
+  keys = ("mae", "rmse", "r2", "spearman")
+  head = f"{'target':<{width}}  " + "  ".join(f"{k.upper() + ' [95% CI]':<24}" for k in keys)
+  lines = ([title] if title else []) + [head, "-" * len(head)]
+  for n in names:
+    m = r["per_target"][n]
+    lines.append(f"{n:<{width}}  " + "  ".join(
+        f"{_f(m[k]) + ' [' + _f(m[k + '_ci'][0]) + ', ' + _f(m[k + '_ci'][1]) + ']':<24}"
+        for k in keys))
   return "\n".join(lines)
 
 
@@ -295,10 +371,13 @@ def markdown(r: dict[str, Any], figures: Sequence[tuple[str, str]] = ()) -> str:
   lines.append(f"- 95% CIs: percentile bootstrap over {unit}, {bs['n_resamples']} resamples "
                f"(seed {bs['seed']})" + (", of the mean over repeats" if r["n_repeats"] > 1
                                          else "") + ".")
-  lines.append(f"- Operating point: threshold `{r['threshold_rule']}`"
-               + (" chosen on the evaluated predictions (optimistic)"
-                  if r["threshold_rule"] != "fixed" and not r["threshold_rule"][0].isdigit()
-                  else "") + "; calibration, Brier and decision curves pool all scored rows.")
+  if r.get("task") == "regression":
+    return _regression_markdown(r, lines, figures)
+  source = r.get("threshold_source", "evaluated set")
+  lines.append(f"- Operating point: threshold `{r['threshold_rule']}`" + {
+      "validation": " chosen on the validation predictions, applied to these",
+      "evaluated set": " chosen on the evaluated set (optimistic: no held-out choice)",
+  }.get(source, "") + "; calibration, Brier and decision curves pool all scored rows.")
   lines += ["", "## Discrimination, operating point and calibration", "",
             "| label | pos / n | AUROC (95% CI) | AUPRC (95% CI) | threshold | sens | spec | "
             "PPV | F1 | Brier |", "|" + "---|" * 10]
@@ -339,6 +418,27 @@ def markdown(r: dict[str, Any], figures: Sequence[tuple[str, str]] = ()) -> str:
       lines.append(f"| {pt['train_size']} (n={_f(pt['n_train'], 0)}) | {pt['n_runs']} | "
                    f"{_f(pt['macro_auroc_mean'])} ± {_f(pt['macro_auroc_std'])} | "
                    f"{_f(pt['macro_auprc_mean'])} ± {_f(pt['macro_auprc_std'])} |")
+  for label, rows in (r.get("risk_strata") or {}).items():
+    lines += ["", f"## Risk strata: {label}", "",
+              "| stratum | predicted probability | n | share | events | event rate (95% CI) |",
+              "|---|---|---|---|---|---|"]
+    for st in rows:
+      lines.append(f"| {st['stratum'] + 1} | {st['range'][0]:g} – {st['range'][1]:g} | "
+                   f"{st['n']} | {st['share']:.1%} | {st['events']} | "
+                   f"{_ci(st['event_rate'], st['event_rate_ci'])} |")
+    lines.append("\nEvent rates with Wilson score 95% intervals.")
+  if r.get("spearman"):
+    sp = r["spearman"]
+    lines += ["", f"## Rank correlation with `{sp['column']}`", "",
+              "| label | n | Spearman rho (95% CI) |", "|---|---|---|"]
+    for l, v in sp["per_label"].items():
+      lines.append(f"| {l} | {v['n']} | {_ci(v['rho'], v['rho_ci'])} |")
+  lines += _figures_and_notes(r, figures)
+  return "\n".join(lines).rstrip() + "\n"
+
+
+def _figures_and_notes(r: dict[str, Any], figures: Sequence[tuple[str, str]]) -> list[str]:
+  lines = []
   if figures:
     lines += ["", "## Figures", ""]
     for caption, path in figures:
@@ -347,6 +447,17 @@ def markdown(r: dict[str, Any], figures: Sequence[tuple[str, str]] = ()) -> str:
     lines += ["", "## Notes", ""] + [f"- {n}" for n in r["notes"]]
   if any(str(d).startswith("ptbxl") for d in r.get("data", [])):
     lines += ["", "Data: PTB-XL (Wagner et al., Scientific Data 2020), CC BY 4.0."]
+  return lines
+
+
+def _regression_markdown(r: dict[str, Any], lines: list[str],
+                         figures: Sequence[tuple[str, str]]) -> str:
+  lines += ["", "## Regression targets", "",
+            "| target | n | MAE | RMSE | R² | Pearson r | Spearman rho |", "|" + "---|" * 7]
+  for n, m in r["per_target"].items():
+    lines.append(f"| {n} | {m['n']} | " + " | ".join(
+        _ci(m[k], m[f"{k}_ci"]) for k in ("mae", "rmse", "r2", "pearson", "spearman")) + " |")
+  lines += _figures_and_notes(r, figures)
   return "\n".join(lines).rstrip() + "\n"
 
 

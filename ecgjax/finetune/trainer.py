@@ -50,6 +50,7 @@ from ecgjax.train import step as step_lib
 
 TEST_FILE = "predictions_test.csv"
 EXTERNAL_FILE = "predictions_external.csv"
+VALIDATION_FILE = "predictions_validation.csv"  # the selected model on its validation set
 
 
 def _read_jsonl(path: str) -> list[dict[str, Any]]:
@@ -150,10 +151,13 @@ def train_split(run: Run, split: splits_lib.Split, *,
   os.makedirs(sdir, exist_ok=True)
   test_path, ext_path = os.path.join(sdir, TEST_FILE), os.path.join(sdir, EXTERNAL_FILE)
   val_path = os.path.join(sdir, "validation.jsonl")
+  val_pred_path = os.path.join(sdir, VALIDATION_FILE)
   if os.path.exists(test_path) and (run.external is None or os.path.exists(ext_path)):
     logging.info("%s already finished: reading %s", split.name, test_path)
     history = _read_jsonl(val_path)
     return {"test": pred_lib.read_csv(test_path),
+            "validation": (pred_lib.read_csv(val_pred_path) if os.path.exists(val_pred_path)
+                           else None),
             "external": pred_lib.read_csv(ext_path) if run.external is not None else None,
             "history": history,
             "best_epoch": max(history, key=lambda h: h["score"])["epoch"] if history else None}
@@ -255,16 +259,23 @@ def train_split(run: Run, split: splits_lib.Split, *,
   result = {"history": _read_jsonl(val_path), "best_epoch": best["epoch"]}
   d = evaluate.predict(predict_fn, state, run.data, run.preprocessing, split.test, mesh=mesh,
                        batch_size=run.eval_batch, n_crops=run.n_crops)
-  result["test"] = evaluate.to_predictions(d, run.label_names, split.index)
+  result["test"] = evaluate.to_predictions(d, run.label_names, split.index, run.config.task)
+  # The selected model's validation predictions: operating thresholds are chosen on them.
+  d = evaluate.predict(predict_fn, state, run.data, run.preprocessing, split.val, mesh=mesh,
+                       batch_size=run.eval_batch, n_crops=run.n_crops)
+  result["validation"] = evaluate.to_predictions(d, run.label_names, split.index,
+                                                 run.config.task)
   result["external"] = None
   if run.external is not None:
     d = evaluate.predict(predict_fn, state, run.external, run.preprocessing,
                          run.external.good(), mesh=mesh, batch_size=run.eval_batch,
                          n_crops=run.n_crops)
-    result["external"] = evaluate.to_predictions(d, run.label_names, split.index)
+    result["external"] = evaluate.to_predictions(d, run.label_names, split.index,
+                                                 run.config.task)
   if jax.process_index() == 0:
     if result["external"] is not None:
       pred_lib.write_csv(ext_path, result["external"])
+    pred_lib.write_csv(val_pred_path, result["validation"])
     pred_lib.write_csv(test_path, result["test"])  # last: its presence marks the split done
     # The best state stays (best/) for ensembling; the rolling checkpoints are spent.
     shutil.rmtree(os.path.join(sdir, "checkpoints"), ignore_errors=True)
@@ -298,11 +309,13 @@ def ensemble(parts: list[pred_lib.Predictions]) -> pred_lib.Predictions:
   n = len(first.record_id)
   return pred_lib.Predictions(first.record_id, first.patient_id, first.fold,
                               np.zeros(n, np.int64), np.full(n, -1, np.int64), first.y, p,
-                              first.label_names)
+                              first.label_names, first.task)
 
 
-def _report(pred: pred_lib.Predictions, config, title: str) -> dict[str, Any]:
+def _report(pred: pred_lib.Predictions, config, title: str,
+            validation: pred_lib.Predictions | None = None) -> dict[str, Any]:
   r = report_lib.build(pred, n_bootstrap=config.bootstrap, seed=config.seed,
+                       threshold_from=validation,
                        meta={"title": title, "protocol": "predictions"})
   print(report_lib.text_table(r, title=title), flush=True)
   return report_lib.summary(r)
@@ -334,20 +347,23 @@ def finetune(config: ml_collections.ConfigDict, workdir: str, *, source=None, ex
   oof = pred_lib.concat([r["test"] for r in results])
   out: dict[str, Any] = {"workdir": workdir, "n_splits": len(results),
                          "best_epochs": [r.get("best_epoch") for r in results]}
+  vals = [r["validation"] for r in results if r.get("validation") is not None]
+  val = pred_lib.concat(vals) if len(vals) == len(results) else None
   if jax.process_index() == 0:
     pred_lib.write_csv(os.path.join(workdir, "predictions.csv"), oof)
+    if val is not None:
+      pred_lib.write_csv(os.path.join(workdir, VALIDATION_FILE), val)
+  out["test"] = _report(oof, config, f"{workdir}: test predictions of {len(results)} "
+                                     f"split(s), {len(oof.record_id)} records", val)
   if config.task != "regression":
-    out["test"] = _report(oof, config, f"{workdir}: test predictions of {len(results)} "
-                                       f"split(s), {len(oof.record_id)} records")
     out["macro_auroc"] = out["test"]["macro_auroc"]
     out["macro_auroc_ci"] = out["test"]["macro_auroc_ci"]
   if run.external is not None:
     ext = ensemble([r["external"] for r in results])
     if jax.process_index() == 0:
       pred_lib.write_csv(os.path.join(workdir, EXTERNAL_FILE), ext)
-    if config.task != "regression":
-      out["external"] = _report(ext, config, f"external set, ensemble of {len(results)} "
-                                             "split model(s)")
+    out["external"] = _report(ext, config, f"external set, ensemble of {len(results)} "
+                                           "split model(s)", val)
   out["wall_s"] = time.perf_counter() - t0
   if jax.process_index() == 0:
     with open(os.path.join(workdir, "results.json"), "w") as f:

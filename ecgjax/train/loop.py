@@ -136,6 +136,9 @@ def run(loop: Loop, state: dict[str, Any], start: int, *,
                            limit=max(total - start, 0))
   record: dict[str, Any] = {}
   step, traces = start, None
+  # One compiled program for the logged learning rate: called eagerly, the schedule's dozen
+  # jnp ops would each compile on the first logging step.
+  lr_at = jax.jit(training.schedule)
   t_compile = time.perf_counter()
   try:
     while step < total:
@@ -159,7 +162,7 @@ def run(loop: Loop, state: dict[str, Any], start: int, *,
           loop.checkpointer.wait()
           raise
         extras = loop.log_extras(step) if loop.log_extras else {}
-        record = writer.write(step, {**host, "lr": float(training.schedule(step - 1)),
+        record = writer.write(step, {**host, "lr": float(lr_at(step - 1)),
                                      **extras, **counts})
       for hook in loop.hooks:
         if hook.due(step, total):

@@ -125,7 +125,7 @@ class Evaluator(base.Evaluator):
     p = probes.fit_predict_logreg(train["embeddings"], train["labels"], test["embeddings"],
                                   seed=int(self.config["seed"]), label_names=self._label_names,
                                   split=f"config.evals.{self.name}.train",
-                                  on_single_class="nan")
+                                  on_single_class="nan", groups=train.get("patient_id"))
     fitted = [j for j in range(p.shape[1]) if np.isfinite(p[:, j]).all()]
     s = metrics_lib.summarize(test["labels"][:, fitted] > 0.5, p[:, fitted],
                               [self._label_names[j] for j in fitted])

@@ -45,3 +45,33 @@ def test_cli_names_an_export_of_another_model(export_dir, tmp_path):
     assert proc.returncode == 2 and "Traceback" not in proc.stderr, proc.stderr[-2000:]
     assert "is incompatible with the model its config names (st_mem S/75" in proc.stderr
     assert "parameter(s)" in proc.stderr and "with another shape" in proc.stderr
+
+
+def test_tsne_command_draws_the_same_balanced_records_for_every_model(tmp_path):
+  import csv
+  import numpy as np
+  rng = np.random.default_rng(0)
+  n = 300
+  y = np.zeros((n, 2), np.float32)
+  y[:60, 0] = 1  # 60 MI of 300: the figure draws 50 and 50
+  y[::3, 1] = 1
+  ids = np.array([f"r{i}" for i in range(n)])
+  for name, sep in (("good", 3.0), ("poor", 0.0)):
+    x = rng.normal(size=(n, 8)) + sep * y[:, :1]
+    order = rng.permutation(n) if name == "poor" else np.arange(n)  # rows in another order
+    eval_lib.save_embeddings(str(tmp_path / f"{name}.npz"), {
+        "embeddings": x[order], "record_id": ids[order], "patient_id": ids[order],
+        "fold": np.zeros(n, np.int64), "labels": y[order], "label_names": np.array(["MI", "X"])})
+  out = tmp_path / "fig" / "tsne_mi.png"
+  out.parent.mkdir()
+  proc = _run("finetune/tsne.py", "--embeddings", str(tmp_path / "good.npz"), "--embeddings",
+              str(tmp_path / "poor.npz"), "--label", "MI", "--points", "100", "--out", str(out))
+  assert proc.returncode == 0, proc.stderr[-3000:]
+  assert out.stat().st_size > 10_000 and "100 records (50 MI, 50 without), 2 model(s)" in proc.stdout
+  rows = list(csv.DictReader(open(tmp_path / "fig" / "tsne_mi.csv")))
+  assert len(rows) == 100 and sum(int(r["MI"]) for r in rows) == 50
+  assert set(rows[0]) == {"record_id", "MI", "good_x", "good_y", "poor_x", "poor_y"}
+  # The labels follow each record (the second file's rows were shuffled, matched by record_id).
+  assert all(int(r["MI"]) == int(int(r["record_id"][1:]) < 60) for r in rows)
+  bad = _run("finetune/tsne.py", "--embeddings", str(tmp_path / "good.npz"), "--label", "HYP")
+  assert bad.returncode == 2 and "--label='HYP' is not in" in bad.stderr

@@ -118,6 +118,14 @@ def _npy_header(dtype: np.dtype, size: int) -> bytes:
   return header
 
 
+def _bad_entry(index: int, e: Exception) -> dict[str, Any]:
+  """meta.json's entry for a record that failed: one unreadable file must not end a
+  conversion of millions of records (its id is filled in later when the error lacks it)."""
+  if isinstance(e, sources_lib.BadRecordError):
+    return {"index": index, "record_id": e.record_id, "reason": e.reason}
+  return {"index": index, "record_id": None, "reason": f"{type(e).__name__}: {e}"}
+
+
 def _prepare_chunk(chunk: tuple[int, int, int]) -> dict[str, Any]:
   """Writes the shard of one chunk; returns its records' index fields and bad records."""
   number, start, stop = chunk
@@ -145,13 +153,8 @@ def _prepare_chunk(chunk: tuple[int, int, int]) -> dict[str, Any]:
         y = np.ascontiguousarray(x, dtype=dtype)
       except fmt.PreparedMismatchError:
         raise  # The whole run is wrong, not this record.
-      except sources_lib.BadRecordError as e:
-        bad.append({"index": i, "record_id": e.record_id, "reason": e.reason})
-        continue
       except Exception as e:  # pylint: disable=broad-except
-        # One unreadable file must not end a conversion of millions of records.
-        bad.append({"index": i, "record_id": None,
-                    "reason": f"{type(e).__name__}: {e}"})
+        bad.append(_bad_entry(i, e))
         continue
       f.write(y.tobytes())
       good.append((rec["record_id"], rec.get("patient_id", rec["record_id"]),
@@ -186,11 +189,8 @@ def _prepare_image_chunk(chunk: tuple[int, int, int]) -> dict[str, Any]:
               rec["record_id"], f"fitted picture is {img.shape}, the contract says {shape}")
       except fmt.PreparedMismatchError:
         raise  # The whole run is wrong, not this record.
-      except sources_lib.BadRecordError as e:
-        bad.append({"index": i, "record_id": e.record_id, "reason": e.reason})
-        continue
       except Exception as e:  # pylint: disable=broad-except
-        bad.append({"index": i, "record_id": None, "reason": f"{type(e).__name__}: {e}"})
+        bad.append(_bad_entry(i, e))
         continue
       f.write(np.ascontiguousarray(img, np.uint8).tobytes())
       good.append((rec["record_id"], rec.get("patient_id", rec["record_id"]),

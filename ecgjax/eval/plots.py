@@ -7,6 +7,7 @@ binary task, a seeded random sample otherwise), z-scored, sklearn TSNE with a fi
 
 from __future__ import annotations
 
+import os
 from typing import Any
 
 import matplotlib
@@ -175,13 +176,15 @@ def tsne_sample(labels: np.ndarray, max_points: int, seed: int) -> np.ndarray:
 
 def tsne_plot(embeddings: dict[str, np.ndarray], labels: np.ndarray,
               label_names: list[str], directory: str, *, max_points: int = 500,
-              seed: int = 0) -> str | None:
-  """t-SNE of each source's embeddings (rows) coloured by each label (columns)."""
+              seed: int = 0, return_coordinates: bool = False):
+  """t-SNE of each source's embeddings (rows) coloured by each label (columns); the file name
+  (with return_coordinates: (file, sampled row indices, {source: (n, 2) coordinates}))."""
   from sklearn import manifold  # pylint: disable=g-import-not-at-top
   if not embeddings or len(labels) < 5:
     return None
   idx = tsne_sample(labels, max_points, seed)
   names = label_names[:6]
+  coords = {}
   fig, axes = plt.subplots(len(embeddings), len(names), squeeze=False,
                            figsize=(3.3 * len(names) + 0.5, 3.3 * len(embeddings) + 0.6))
   for i, (src, x) in enumerate(embeddings.items()):
@@ -192,6 +195,7 @@ def tsne_plot(embeddings: dict[str, np.ndarray], labels: np.ndarray,
     with threadpoolctl.threadpool_limits(1):
       xy = manifold.TSNE(2, perplexity=min(30.0, (len(idx) - 1) / 3.0), init="pca",
                          random_state=seed).fit_transform(x)
+    coords[src] = xy
     for j, (ax, color, l) in enumerate(zip(axes[i], _colors(len(names)), names)):
       pos = labels[idx, label_names.index(l)] > 0.5
       ax.scatter(*xy[~pos].T, s=7, color="0.75", label="negative", lw=0)
@@ -207,7 +211,8 @@ def tsne_plot(embeddings: dict[str, np.ndarray], labels: np.ndarray,
                + (" (balanced per class)" if labels.shape[1] == 1 else "")
                + f", coloured by label (seed {seed})", fontsize=11)
   fig.tight_layout()
-  return _save(fig, directory, "tsne.png")
+  name = _save(fig, directory, "tsne.png")
+  return (os.path.join(directory, name), idx, coords) if return_coordinates else name
 
 
 def regression_scatter(r: dict[str, Any], directory: str, max_points: int = 5000) -> str | None:

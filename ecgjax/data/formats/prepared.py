@@ -199,31 +199,20 @@ def prepare_record(preprocessing: transforms.Preprocessing,
   return x, mask
 
 
-class PreparedSource(sources.Source):
-  """Records of a prepared directory (see the module docstring); opens files lazily.
+class ShardedSource(sources.Source):
+  """What every prepared directory shares: meta.json, a memory-mapped index and labels, and
+  shards opened lazily (at most `_MAX_OPEN_SHARDS` at a time) and reopened after pickling."""
 
-  Each record carries "prepared": the Preprocessing dict it went through, so the
-  pipelines skip those steps (see `prepare_record`).
-  """
-
-  def __init__(self, path: str, spec: specs.DataSpec | None = None):
+  def _init_files(self, path: str, meta: dict[str, Any], spec: specs.DataSpec | None) -> None:
     self.path = os.fspath(path)
-    self.meta = read_meta(self.path)
+    self.meta = meta
     self.spec = spec or specs.DataSpec("prepared", self.path)
-    self.preprocessing = transforms.Preprocessing.from_dict(
-        self.meta["preprocessing"])
-    # One shared object: prepare_record checks the contract once per source.
-    self.prepared = self.preprocessing.to_dict()
-    self.fs = self.preprocessing.fs
-    self.leads = self.preprocessing.leads
-    self.label_names = tuple(self.meta["label_names"])
-    self.dtype = np.dtype(self.meta["dtype"])
-    self._n = int(self.meta["counts"]["records"])
-    self._shard_files = [s["file"] for s in self.meta["shards"]]
+    self.label_names = tuple(meta["label_names"])
+    self._n = int(meta["counts"]["records"])
+    self._shard_files = [s["file"] for s in meta["shards"]]
     self._index: np.ndarray | None = None
     self._labels: np.ndarray | None = None
-    self._shards: collections.OrderedDict[int, np.ndarray] = (
-        collections.OrderedDict())
+    self._shards: collections.OrderedDict[int, np.ndarray] = collections.OrderedDict()
 
   def __getstate__(self) -> dict[str, Any]:
     # grain workers unpickle a source: they reopen the maps themselves.
@@ -256,7 +245,7 @@ class PreparedSource(sources.Source):
     return self._labels
 
   def _shard(self, number: int) -> np.ndarray:
-    """The memory map of shard `number`; OSError/ValueError naming the file if unreadable."""
+    """The memory map of shard `number`; OSError naming the file if unreadable."""
     arr = self._shards.get(number)
     if arr is None:
       path = os.path.join(self.path, self._shard_files[number])
@@ -274,27 +263,55 @@ class PreparedSource(sources.Source):
       self._shards.move_to_end(number)
     return arr
 
-  def signal(self, index: int) -> tuple[np.ndarray, np.ndarray]:
-    """(stored samples (leads, length) in the file's dtype, lead_mask float32).
-
-    Raises BadRecordError naming the shard when it is missing, truncated or too short for
-    this record (the other shards' records still read)."""
-    row = self._rows()[self._check_index(index)]
-    n_leads, length = len(self.leads), int(row["length"])
-    start = int(row["start"]) * n_leads
-    shard = int(row["shard"])
-    rid = str(row["record_id"])
+  def _slice(self, row: np.void, start: int, size: int, what: str) -> np.ndarray:
+    """Elements [start, start + size) of the row's shard; BadRecordError naming the shard
+    when it is missing, truncated or too short (the other shards' records still read)."""
+    shard, rid = int(row["shard"]), str(row["record_id"])
     if not 0 <= shard < len(self._shard_files):
       raise sources.BadRecordError(rid, f"{self.path}/{INDEX_FILE} names shard {shard}, but "
                                    f"{META_FILE} lists {len(self._shard_files)}")
     try:
-      flat = np.asarray(self._shard(shard)[start:start + n_leads * length])
+      flat = np.asarray(self._shard(shard)[start:start + size])
     except OSError as e:
       raise sources.BadRecordError(rid, str(e)) from None
-    if flat.size != n_leads * length:
+    if flat.size != size:
       raise sources.BadRecordError(
           rid, f"shard {os.path.join(self.path, self._shard_files[shard])} holds "
-          f"{flat.size} of this record's {n_leads * length} samples (truncated)")
+          f"{flat.size} of this record's {size} {what} (truncated)")
+    return flat
+
+  def metadata(self) -> dict[str, np.ndarray]:
+    rows = self._rows()
+    return {
+        "record_id": np.asarray(rows["record_id"]).astype(str),
+        "patient_id": np.asarray(rows["patient_id"]).astype(str),
+        "fold": np.asarray(rows["fold"], np.int64),
+        "labels": np.array(self._label_rows(), np.float32),
+    }
+
+
+class PreparedSource(ShardedSource):
+  """Records of a prepared directory (see the module docstring); opens files lazily.
+
+  Each record carries "prepared": the Preprocessing dict it went through, so the
+  pipelines skip those steps (see `prepare_record`).
+  """
+
+  def __init__(self, path: str, spec: specs.DataSpec | None = None):
+    self._init_files(path, read_meta(os.fspath(path)), spec)
+    self.preprocessing = transforms.Preprocessing.from_dict(self.meta["preprocessing"])
+    # One shared object: prepare_record checks the contract once per source.
+    self.prepared = self.preprocessing.to_dict()
+    self.fs = self.preprocessing.fs
+    self.leads = self.preprocessing.leads
+    self.dtype = np.dtype(self.meta["dtype"])
+
+  def signal(self, index: int) -> tuple[np.ndarray, np.ndarray]:
+    """(stored samples (leads, length) in the file's dtype, lead_mask float32); BadRecordError
+    naming the shard when it is missing or truncated."""
+    row = self._rows()[self._check_index(index)]
+    n_leads, length = len(self.leads), int(row["length"])
+    flat = self._slice(row, int(row["start"]) * n_leads, n_leads * length, "samples")
     return flat.reshape(n_leads, length), row["lead_mask"].astype(np.float32)
 
   def __getitem__(self, index: int) -> sources.Record:
@@ -306,15 +323,6 @@ class PreparedSource(sources.Source):
         self._label_rows()[index], int(row["fold"]), lead_mask=mask)
     rec["prepared"] = self.prepared
     return rec
-
-  def metadata(self) -> dict[str, np.ndarray]:
-    rows = self._rows()
-    return {
-        "record_id": np.asarray(rows["record_id"]).astype(str),
-        "patient_id": np.asarray(rows["patient_id"]).astype(str),
-        "fold": np.asarray(rows["fold"], np.int64),
-        "labels": np.array(self._label_rows(), np.float32),
-    }
 
 
 @specs.register_format(

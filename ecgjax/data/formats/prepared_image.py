@@ -23,8 +23,6 @@ silently wrong). Page augmentation (`page_jitter`) stays online.
 
 from __future__ import annotations
 
-import collections
-import os
 from typing import Any
 
 import numpy as np
@@ -32,9 +30,9 @@ import numpy as np
 from ecgjax.data import images
 from ecgjax.data import sources
 from ecgjax.data import specs
+from ecgjax.data.formats import prepared
 
 DTYPE = "uint8"
-_MAX_OPEN_SHARDS = 64  # file descriptors, as in the signal format
 
 
 def index_dtype(id_chars: int, patient_chars: int) -> np.dtype:
@@ -54,7 +52,7 @@ def is_image_meta(meta: dict[str, Any]) -> bool:
   return dict(meta.get("preprocessing") or {}).get("modality") == "image"
 
 
-class PreparedImageSource(sources.Source):
+class PreparedImageSource(prepared.ShardedSource):
   """Fitted pictures of a prepared directory (module docstring); files open lazily."""
 
   modality = "image"
@@ -62,9 +60,7 @@ class PreparedImageSource(sources.Source):
   fs = None
 
   def __init__(self, path: str, meta: dict[str, Any], spec: specs.DataSpec | None = None):
-    self.path = os.fspath(path)
-    self.meta = meta
-    self.spec = spec or specs.DataSpec("prepared", self.path)
+    self._init_files(path, meta, spec)
     try:
       self.preprocessing = images.ImagePreprocessing.from_dict(meta["preprocessing"])
     except (TypeError, ValueError) as e:
@@ -77,80 +73,13 @@ class PreparedImageSource(sources.Source):
                        f"{meta.get('shape')} {meta.get('dtype')} does not match its contract "
                        f"{list(self.shape)} {DTYPE}")
     self.prepared = pp.to_dict()  # one shared marker
-    self.label_names = tuple(meta["label_names"])
-    self._n = int(meta["counts"]["records"])
-    self._shard_files = [s["file"] for s in meta["shards"]]
-    self._index: np.ndarray | None = None
-    self._labels: np.ndarray | None = None
-    self._shards: collections.OrderedDict[int, np.ndarray] = collections.OrderedDict()
-
-  def __getstate__(self) -> dict[str, Any]:
-    state = dict(self.__dict__)  # grain workers reopen the maps themselves
-    state.update(_index=None, _labels=None, _shards=collections.OrderedDict())
-    return state
-
-  def __len__(self) -> int:
-    return self._n
-
-  def _rows(self) -> np.ndarray:
-    if self._index is None:
-      path = os.path.join(self.path, "index.npy")
-      try:
-        self._index = np.load(path, mmap_mode="r")
-      except (OSError, ValueError, EOFError) as e:
-        raise ValueError(f"prepared: cannot read {path} ({e}); prepare the data again") from None
-      if len(self._index) != self._n:
-        raise ValueError(f"{self.path}: index.npy has {len(self._index)} rows, meta.json "
-                         f"says {self._n} records")
-    return self._index
-
-  def _label_rows(self) -> np.ndarray:
-    if self._labels is None:
-      self._labels = (np.load(os.path.join(self.path, "labels.npy"), mmap_mode="r")
-                      if self.label_names else np.zeros((self._n, 0), np.float32))
-    return self._labels
-
-  def _shard(self, number: int, rid: str) -> np.ndarray:
-    arr = self._shards.get(number)
-    if arr is not None:
-      self._shards.move_to_end(number)
-      return arr
-    if not 0 <= number < len(self._shard_files):
-      raise sources.BadRecordError(rid, f"{self.path}/index.npy names shard {number}, "
-                                   f"meta.json lists {len(self._shard_files)}")
-    path = os.path.join(self.path, self._shard_files[number])
-    try:
-      arr = np.load(path, mmap_mode="r")
-    except FileNotFoundError:
-      raise sources.BadRecordError(rid, f"missing shard {path}") from None
-    except (OSError, ValueError, EOFError) as e:
-      raise sources.BadRecordError(rid, f"unreadable shard {path} (truncated or corrupt: "
-                                   f"{e})") from None
-    self._shards[number] = arr
-    if len(self._shards) > _MAX_OPEN_SHARDS:
-      self._shards.popitem(last=False)
-    return arr
 
   def __getitem__(self, index: int) -> sources.Record:
     index = self._check_index(index)
     row = self._rows()[index]
-    rid = str(row["record_id"])
     size = int(np.prod(self.shape))
-    shard = self._shard(int(row["shard"]), rid)
-    start = int(row["start"]) * size
-    flat = np.asarray(shard[start:start + size])
-    if flat.size != size:
-      raise sources.BadRecordError(
-          rid, f"shard {os.path.join(self.path, self._shard_files[int(row['shard'])])} holds "
-          f"{flat.size} of this picture's {size} bytes (truncated)")
-    return {"pixels": flat.reshape(self.shape), "record_id": rid,
+    flat = self._slice(row, int(row["start"]) * size, size, "bytes")
+    return {"pixels": flat.reshape(self.shape), "record_id": str(row["record_id"]),
             "patient_id": str(row["patient_id"]), "fold": int(row["fold"]),
             "labels": np.array(self._label_rows()[index], np.float32),
             "prepared": self.prepared}
-
-  def metadata(self) -> dict[str, np.ndarray]:
-    rows = self._rows()
-    return {"record_id": np.asarray(rows["record_id"]).astype(str),
-            "patient_id": np.asarray(rows["patient_id"]).astype(str),
-            "fold": np.asarray(rows["fold"], np.int64),
-            "labels": np.array(self._label_rows(), np.float32)}

@@ -30,7 +30,7 @@ import numpy as np
 from ecgjax.data import images
 from ecgjax.data import sources
 from ecgjax.data import specs
-from ecgjax.data.formats import prepared
+from ecgjax.data.formats import sharded
 
 DTYPE = "uint8"
 
@@ -52,7 +52,7 @@ def is_image_meta(meta: dict[str, Any]) -> bool:
   return dict(meta.get("preprocessing") or {}).get("modality") == "image"
 
 
-class PreparedImageSource(prepared.ShardedSource):
+class PreparedImageSource(sharded.ShardedSource):
   """Fitted pictures of a prepared directory (module docstring); files open lazily."""
 
   modality = "image"

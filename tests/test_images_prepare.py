@@ -93,6 +93,11 @@ def test_another_contract_is_refused_naming_the_keys(printouts, prepared, tmp_pa
   with pytest.raises(errors.ContractMismatchError, match="holds signals"):
     prepare.prepare("synthetic:4", str(tmp_path / "y"), SMALL, workers=0, progress=False)
   assert not os.path.exists(tmp_path / "x") and not os.path.exists(tmp_path / "y")
+  # Preparing prepared pictures under another contract ends the run, not each record.
+  with pytest.raises(errors.ContractMismatchError, match="differs in height, width"):
+    prepare.prepare(f"prepared:{out}", str(tmp_path / "z"),
+                    images.preset("eianet", height=32, width=45), workers=0, progress=False)
+  assert not os.path.exists(tmp_path / "z")
 
 
 def test_a_truncated_shard_is_a_bad_record_naming_it(prepared, tmp_path):

@@ -25,6 +25,7 @@ from typing import Any
 import numpy as np
 import tqdm
 
+from ecgjax import errors
 from ecgjax.data import images
 from ecgjax.data import sources as sources_lib
 from ecgjax.data import specs
@@ -126,6 +127,15 @@ def _bad_entry(index: int, e: Exception) -> dict[str, Any]:
   return {"index": index, "record_id": None, "reason": f"{type(e).__name__}: {e}"}
 
 
+def _labels_of(rec: sources_lib.Record, n_labels: int) -> np.ndarray:
+  """The record's labels as float32 (n_labels,); a bad record when the count differs."""
+  labels = np.asarray(rec.get("labels", ()), np.float32).reshape(-1)
+  if labels.shape[0] != n_labels:
+    raise sources_lib.BadRecordError(
+        rec["record_id"], f"has {labels.shape[0]} labels, the source declares {n_labels}")
+  return labels
+
+
 def _prepare_chunk(chunk: tuple[int, int, int]) -> dict[str, Any]:
   """Writes the shard of one chunk; returns its records' index fields and bad records."""
   number, start, stop = chunk
@@ -139,11 +149,7 @@ def _prepare_chunk(chunk: tuple[int, int, int]) -> dict[str, Any]:
       try:
         rec = source[i]
         x, mask = fmt.prepare_record(pp, rec)
-        labels = np.asarray(rec.get("labels", ()), np.float32).reshape(-1)
-        if labels.shape[0] != n_labels:
-          raise sources_lib.BadRecordError(
-              rec["record_id"], f"has {labels.shape[0]} labels, the source "
-              f"declares {n_labels}")
+        labels = _labels_of(rec, n_labels)
         peak = float(np.abs(x).max())
         if peak > float(np.finfo(dtype).max):
           raise sources_lib.BadRecordError(
@@ -151,7 +157,7 @@ def _prepare_chunk(chunk: tuple[int, int, int]) -> dict[str, Any]:
               f"{dtype.name} (is the source in mV?); prepare with dtype "
               "float32 to keep them")
         y = np.ascontiguousarray(x, dtype=dtype)
-      except fmt.PreparedMismatchError:
+      except errors.ContractMismatchError:
         raise  # The whole run is wrong, not this record.
       except Exception as e:  # pylint: disable=broad-except
         bad.append(_bad_entry(i, e))
@@ -180,14 +186,11 @@ def _prepare_image_chunk(chunk: tuple[int, int, int]) -> dict[str, Any]:
       try:
         rec = source[i]
         img = pp.fitted_record(rec)
-        labels = np.asarray(rec.get("labels", ()), np.float32).reshape(-1)
-        if labels.shape[0] != n_labels:
-          raise sources_lib.BadRecordError(
-              rec["record_id"], f"has {labels.shape[0]} labels, the source declares {n_labels}")
+        labels = _labels_of(rec, n_labels)
         if img.shape != shape:
           raise sources_lib.BadRecordError(
               rec["record_id"], f"fitted picture is {img.shape}, the contract says {shape}")
-      except fmt.PreparedMismatchError:
+      except errors.ContractMismatchError:
         raise  # The whole run is wrong, not this record.
       except Exception as e:  # pylint: disable=broad-except
         bad.append(_bad_entry(i, e))

@@ -6,8 +6,10 @@
       --out runs/eianet/gradcam_export
 
 --method gradcam (CNNs), gradient (gradient x input), integrated_gradients (--steps,
---baseline zero|blur; the completeness error is reported) or occlusion (signals: per lead, or per
-lead and --window_s window). For each record: OUT/<record>.png (printouts: the model's input, the
+--baseline zero|blur; the completeness error is reported), occlusion (signals: per lead, or per
+lead and --window_s window) or attention (transformer encoders: ST-MEM and the hybrid, leads x
+patches; ECG-FM, time frames; attention rollout, class-free, so --export may also be an
+encoder's export; OUT/attention.npz also holds the per-token map as `tokens`). For each record: OUT/<record>.png (printouts: the model's input, the
 map over it, and the thresholded view EIANet's figures show; signals: the model's input on the
 12-lead grid, one panel per lead, the attribution as a colour band under each trace), and
 OUT/<method>.npz with record_id, the attributions (`attributions`; Grad-CAM also as `cam`), the
@@ -30,7 +32,8 @@ _RUN = flags.DEFINE_string("run", None, "finished fine-tuning workdir")
 _EXPORT = flags.DEFINE_string("export", None, "a classifier's export (WORKDIR/split<k>/export)")
 _DATA = flags.DEFINE_string("data", None, "data spec of the records to explain")
 _METHOD = flags.DEFINE_enum("method", "gradcam",
-                            ["gradcam", "gradient", "integrated_gradients", "occlusion"],
+                            ["gradcam", "gradient", "integrated_gradients", "occlusion",
+                             "attention"],
                             "explanation method")
 _STEPS = flags.DEFINE_integer("steps", 32, "integrated_gradients: path steps")
 _BASELINE = flags.DEFINE_enum("baseline", "zero", ["zero", "blur"],
@@ -81,15 +84,17 @@ def main(argv):
   from ecgjax import explain  # pylint: disable=g-import-not-at-top
   from ecgjax.finetune import load  # pylint: disable=g-import-not-at-top
 
+  method = _METHOD.value
   if _EXPORT.value:
-    model = load.load_classifier_export(_EXPORT.value)
+    model = (load.load_export_model(_EXPORT.value) if method == "attention"
+             else load.load_classifier_export(_EXPORT.value))
   else:
     model = load.load_split(_RUN.value, _SPLIT.value)
   names = list(model.label_names)
-  target = _TARGET.value or names[0]
-  if target not in names:
+  target = _TARGET.value or (names[0] if names else None)
+  if names and target not in names:
     raise UserError(f"--target={target!r}: the model's labels are {', '.join(names)}")
-  k = names.index(target)
+  k = names.index(target) if names else None
   source = data_lib.open_source(_DATA.value)
   indices = np.arange(len(source))
   if _LIMIT.value:
@@ -97,13 +102,11 @@ def main(argv):
   os.makedirs(_OUT.value, exist_ok=True)
   variables = model.variables()
   image = data_lib.batch.is_image(model.preprocessing)
-  method = _METHOD.value
-  if image and method == "occlusion":
-    raise UserError("--method occlusion takes signal models (it occludes leads x time "
-                    "windows); for a printout model use gradcam, gradient or "
-                    "integrated_gradients")
+  if image and method in ("occlusion", "attention"):
+    raise UserError(f"--method {method} does not apply to {load.describe(model)}, a printout "
+                    "model (it takes signals); use gradcam, gradient or integrated_gradients")
   fs = 0.0 if image else float(model.preprocessing.fs)
-  ids, maps, probs, errors = [], [], [], []
+  ids, maps, probs, errors, tokens = [], [], [], [], []
   for batch in data_lib.eval_batches(source, model.preprocessing, batch_size=_BATCH.value,
                                      indices=indices):
     x = batch[data_lib.batch.model_input_key(batch)][:, 0]  # the first view of each record
@@ -116,6 +119,14 @@ def main(argv):
       ig = explain.integrated_gradients(model.module, variables, x, k, steps=_STEPS.value,
                                         baseline=_BASELINE.value)
       a, err = ig.attributions, ig.completeness_error
+    elif method == "attention":
+      try:
+        ro = explain.attention_rollout(model.module, variables, x,
+                                       lead_idx=getattr(model, "lead_idx", None))
+      except explain.NoAttentionError as e:
+        raise UserError(f"--method attention does not apply to {load.describe(model)}: "
+                        f"{e}") from None
+      a = ro.attributions
     else:
       window = int(round(_WINDOW.value * fs)) or None
       occ = explain.occlusion(model.module, variables, x, k, window=window,
@@ -123,7 +134,7 @@ def main(argv):
       a = np.repeat(occ, -(-x.shape[-1] // occ.shape[-1]), axis=-1)[..., :x.shape[-1]]
     if image and a.ndim == 4:  # (B, H, W, C) pixel attributions: one map per picture
       a = a.sum(-1)
-    p = model.predict(x)
+    p = model.predict(x) if names else None
     for j in np.flatnonzero(batch["valid"]):
       rid = str(batch["record_id"][j])
       path = os.path.join(_OUT.value, f"{_stem(rid)}.png")
@@ -131,17 +142,25 @@ def main(argv):
         m = a[j] if method == "gradcam" else np.abs(a[j]) / max(float(np.abs(a[j]).max()), 1e-12)
         _save_image_panel(path, x[j], m, _THRESHOLD.value)
       else:
-        _save_signal_panel(path, x[j], a[j], model.preprocessing.leads, fs,
-                           f"{rid}: {method} of {target} (p = {p[j][k]:.2f})")
+        what = (f"{method} of {target} (p = {p[j][k]:.2f})" if p is not None
+                else "attention rollout of the embedding")
+        _save_signal_panel(path, x[j], a[j], model.preprocessing.leads, fs, f"{rid}: {what}")
       ids.append(rid)
       maps.append(a[j].astype(np.float16 if method == "gradcam" else np.float32))
-      probs.append(p[j])
+      if p is not None:
+        probs.append(p[j])
       if err is not None:
         errors.append(err[j])
+      if method == "attention":
+        tokens.append(ro.tokens[j])
   if not ids:
     raise UserError(f"{_DATA.value}: no readable record to explain")
-  arrays = dict(record_id=np.array(ids), attributions=np.stack(maps), p=np.stack(probs),
-                label_names=np.array(names), target=target)
+  arrays = dict(record_id=np.array(ids), attributions=np.stack(maps),
+                label_names=np.array(names))
+  if probs:
+    arrays.update(p=np.stack(probs), target=target)
+  if tokens:
+    arrays["tokens"] = np.stack(tokens)
   if method == "gradcam":
     arrays["cam"] = arrays["attributions"]
   if errors:
@@ -149,7 +168,8 @@ def main(argv):
   np.savez_compressed(os.path.join(_OUT.value, f"{method}.npz"), **arrays)
   extra = (f"; integrated gradients' completeness error: median {np.median(errors):.3g}, "
            f"max {np.max(errors):.3g} (raise --steps if large)" if errors else "")
-  print(f"explained {len(ids)} records ({method}, target {target}) into {_OUT.value}{extra}")
+  what = f"target {target}" if probs else "class-free"
+  print(f"explained {len(ids)} records ({method}, {what}) into {_OUT.value}{extra}")
 
 
 if __name__ == "__main__":

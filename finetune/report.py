@@ -18,6 +18,15 @@ apply it here (without it the report says the threshold was chosen on the evalua
 --strata: fixed cut points per label (LAD=0.05/0.15 for three strata) with event rates;
 --ordinal: Spearman's rho of each probability with that column (of --covariates, a CSV with
 record_id, or of the predictions CSV itself).
+
+  python finetune/report.py --predictions run/predictions.csv --data ptbxl:PATH \
+      --beats-by stratum --strata MI=0.2/0.5 --beats_label MI --report out/
+
+--beats-by stratum|label (the AnyECG-CCTA figure): R-aligned median beats per lead of the
+records in the predictions, read from --data, averaged per predicted risk stratum of
+--beats_label (its --strata cut points) or per its truth (positives / negatives), with a 95%
+band: REPORT/beats_by_<stratum|label>.png and .npz (times, leads, groups, mean, lo, hi, n).
+Records without a usable beat are skipped and counted.
 """
 
 import json
@@ -47,6 +56,13 @@ _ORDINAL = flags.DEFINE_string("ordinal", None, "column to correlate each probab
                                "(Spearman), e.g. a stenosis grade")
 _COVARIATES = flags.DEFINE_string("covariates", None, "CSV with record_id and the --ordinal "
                                   "column (default: the predictions CSV)")
+_DATA = flags.DEFINE_string("data", None, "data spec of the predicted records (--beats-by)")
+_BEATS_BY = flags.DEFINE_enum("beats_by", None, ["stratum", "label"],
+                              "median beats per lead averaged per predicted risk stratum or "
+                              "per label (needs --data and --report)")
+flags.DEFINE_alias("beats-by", "beats_by")
+_BEATS_LABEL = flags.DEFINE_string("beats_label", None, "label whose strata or truth groups "
+                                   "the beats (default: the first)")
 _JSON = flags.DEFINE_bool("json", False, "print the results as one JSON object, last line")
 flags.mark_flags_as_required(["predictions"])
 
@@ -56,10 +72,14 @@ def main(argv):
   from ecgjax.eval import predictions as pred_lib  # pylint: disable=g-import-not-at-top
   from ecgjax.eval import report as report_lib  # pylint: disable=g-import-not-at-top
 
+  if _BEATS_BY.value and not (_DATA.value and _REPORT.value):
+    cli.fail("--beats-by needs --data (the records' signals) and --report (where the figure "
+             "goes)")
   try:
     pred = pred_lib.read_csv(_PREDICTIONS.value)
     if _LABELS.value:
       pred = pred.select(_LABELS.value)
+    plan = _beats_plan(pred) if _BEATS_BY.value else None
     val = (pred_lib.read_csv(_THRESHOLD_FROM.value) if _THRESHOLD_FROM.value else None)
     ordinal = None
     if _ORDINAL.value:
@@ -80,9 +100,52 @@ def main(argv):
   if _REPORT.value:
     paths = report_lib.write(r, _REPORT.value, seed=_SEED.value)
     print(f"wrote {len(paths)} report files to {_REPORT.value}")
+  if _BEATS_BY.value:
+    r["beats"] = _beats(pred, *plan)
   if _JSON.value:
     print(json.dumps(report_lib.json_safe(report_lib.summary(r)), allow_nan=False),
           flush=True)
+
+
+def _beats_plan(pred) -> tuple[str, list[float]]:
+  """--beats_label and its cut points, checked before any work is done."""
+  from ecgjax.eval import clinical  # pylint: disable=g-import-not-at-top
+  names = list(pred.label_names)
+  label = _BEATS_LABEL.value or names[0]
+  if label not in names:
+    cli.fail(f"--beats_label={label!r}: the predictions have {', '.join(names)}")
+  cuts: list[float] = []
+  if _BEATS_BY.value == "stratum":
+    cuts = clinical.parse_strata(_STRATA.value or "", names).get(label, [])
+    if not cuts:
+      cli.fail(f"--beats-by stratum needs --strata with cut points for {label} "
+               f"(e.g. --strata {label}=0.2/0.5)")
+  return label, cuts
+
+
+def _beats(pred, label: str, cuts: list[float]) -> dict:
+  """The --beats-by figure and arrays; returns what the JSON summary reports."""
+  import os  # pylint: disable=g-import-not-at-top
+  import numpy as np  # pylint: disable=g-import-not-at-top
+  from ecgjax.data import sources  # pylint: disable=g-import-not-at-top
+  from ecgjax.explain import group_beats  # pylint: disable=g-import-not-at-top
+  k, by = list(pred.label_names).index(label), _BEATS_BY.value
+  values = pred.p[:, k] if by == "stratum" else pred.y[:, k]
+  groups, order = group_beats.groups_of(pred.record_id, values, by=by, label=label, cuts=cuts)
+  gb = group_beats.group_beats(sources.open_source(_DATA.value), groups, order=order)
+  stem = os.path.join(_REPORT.value, f"beats_by_{by}")
+  group_beats.plot(gb, stem + ".png", title=f"median beats of {_DATA.value} per "
+                   f"{'predicted risk stratum' if by == 'stratum' else 'label'} of {label} "
+                   "(mean, 95% band)")
+  np.savez_compressed(stem + ".npz", times=gb.times, leads=np.array(gb.leads),
+                      groups=np.array(gb.groups), mean=gb.mean, lo=gb.lo, hi=gb.hi, n=gb.n)
+  counts = ", ".join(f"{g}: {n}" for g, n in zip(gb.groups, gb.n))
+  skipped = sum(gb.skipped.values())
+  why = "; ".join(f"{n} {reason}" for reason, n in sorted(gb.skipped.items()))
+  print(f"beats by {by} of {label}: {counts} records; {skipped} skipped"
+        f"{' (' + why + ')' if why else ''}; wrote {stem}.png")
+  return {"by": by, "label": label, "groups": dict(zip(gb.groups, gb.n.tolist())),
+          "skipped": gb.skipped}
 
 
 if __name__ == "__main__":

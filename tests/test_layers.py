@@ -26,7 +26,7 @@ ALLOWED: dict[str, set[str]] = {
     "configs": {"contract", "objectives"},
     "plotting": {"leads"},
     "images": {"data", "leads", "cli"},
-    "explain": {"leads", "models", "tree"},
+    "explain": {"data", "leads", "models", "tree"},
     "contract": {"leads"},
     "models": {"leads", "tree"},
     "export": {"contract", "leads", "models"},

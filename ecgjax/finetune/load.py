@@ -84,6 +84,45 @@ class ExportedClassifier:
     return np.asarray(objective_lib.predictions(self.task, logits))
 
 
+@dataclasses.dataclass
+class ExportedEncoder:
+  """An encoder's export (outputs = the embedding): what class-free explanations (attention
+  rollout) need; it has no labels and predicts nothing."""
+  export: export_lib.Export
+  preprocessing: Any
+  label_names: tuple[str, ...] = ()
+
+  @property
+  def module(self) -> Any:
+    """The encoder module."""
+    return self.export.module
+
+  @property
+  def lead_idx(self) -> tuple[int, ...] | None:
+    """The canonical lead indices its contract feeds (None: the 12 in order)."""
+    return embed_lib.lead_idx_of(self.export)
+
+  def variables(self) -> dict[str, Any]:
+    """The export's variables."""
+    return self.export.variables
+
+
+def load_export_model(directory: str) -> ExportedClassifier | ExportedEncoder:
+  """A classifier's export as `load_classifier_export`, an encoder's as ExportedEncoder."""
+  export = export_lib.load_export(directory)
+  if export.config["embedding"].get("pooling") == "task logits":
+    return load_classifier_export(directory)
+  return ExportedEncoder(export, embed_lib.preprocessing_of(export))
+
+
+def describe(model: Any) -> str:
+  """The model's architecture in words, for messages: "resnet1d mu", "st_mem_encoder B/75"."""
+  if isinstance(model, (ExportedClassifier, ExportedEncoder)):
+    return f"{model.export.config['encoder']['module']} {model.export.config['variant']}"
+  backbone = model.objective.backbone
+  return f"{backbone.name} {backbone.variant} (fine-tuned)"
+
+
 def load_classifier_export(directory: str) -> ExportedClassifier:
   """A classifier's export; an encoder's export (no task head) is a clear error."""
   export = export_lib.load_export(directory)

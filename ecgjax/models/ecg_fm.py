@@ -143,6 +143,9 @@ class SelfAttention(nn.Module):
     q, k, v = (t.reshape(b, n, h, hd) for t in (q, k, v))
     logits = jnp.einsum("bqhd,bkhd->bhqk", q, k)
     weights = jax.nn.softmax(logits.astype(jnp.float32), axis=-1).astype(v.dtype)
+    if self.is_mutable_collection("intermediates"):
+      # Head-averaged weights for attention rollout (ecgjax.explain), only when asked for.
+      self.sow("intermediates", "attention", weights.astype(jnp.float32).mean(1))
     weights = nn.Dropout(self.attention_dropout)(weights, deterministic=not train)
     out = jnp.einsum("bhqk,bkhd->bqhd", weights, v).reshape(b, n, d)
     return _dense(d, "out_proj", self.dtype)(out)

@@ -95,6 +95,9 @@ class MultiHeadAttention(nn.Module):
     q = q * jnp.asarray(hd ** -0.5, q.dtype)
     logits = jnp.einsum("bqhd,bkhd->bhqk", q, k)
     weights = jax.nn.softmax(logits.astype(jnp.float32), axis=-1).astype(v.dtype)
+    if self.is_mutable_collection("intermediates"):
+      # Head-averaged weights for attention rollout (ecgjax.explain), only when asked for.
+      self.sow("intermediates", "attention", weights.astype(jnp.float32).mean(1))
     out = jnp.einsum("bhqk,bkhd->bqhd", weights, v).reshape(b, n, h * hd)
     return dense(self.out_dim or d, "out", dtype=self.dtype)(out)
 

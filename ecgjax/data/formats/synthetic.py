@@ -214,6 +214,11 @@ def _cardiac_vcg(rng, p, cond, hr, fs, n, seconds):
         2 * np.pi * rng.uniform(0.1, 0.4) * t + rng.uniform(0, 2 * np.pi))
     fib = rng.uniform(0.05, 0.1) * (np.sin(phase) + 0.4 * np.sin(2.1 * phase))
     vcg += fib[:, None] * _unit(-0.3, 0.5, 0.8) * max(gain, 0.7)
+  ste = None
+  if cond[_STE]:  # the ST-elevation wave alone (the last wave), for explanations' tests
+    ste_beats = (np.exp(-0.5 * z[:, -1] ** 2)[:, :, None] * vec[:, -1][:, None, :]) * gain
+    ste = np.stack([np.bincount(flat, ste_beats[..., d][ok], minlength=n) for d in range(3)],
+                   1)
   in_record = (times >= 0) & (times < seconds)
   r_times = times[in_record]
   info = {
@@ -222,6 +227,7 @@ def _cardiac_vcg(rng, p, cond, hr, fs, n, seconds):
       "r_peaks": np.round(r_times * fs).astype(np.int64),
       "bbb": bbb,
       "gain": gain,
+      "ste_vcg": ste,
   }
   return vcg, info
 
@@ -270,7 +276,9 @@ def generate_record(
   """Returns (signal float32 (12, n) in mV, labels float32 (5,), info) for record `index`.
 
   info holds hr_bpm, r_peaks (sample indices), conditions, bbb, and with
-  debug=True also `clean`: the noise-free 12-lead signal.
+  debug=True also `clean`: the noise-free 12-lead signal, and `ste`: the ST-elevation wave
+  alone on the 12 leads (positive where the generator elevated the ST segment, negative in
+  the reciprocal leads; None without STE).
   """
   rng = np.random.default_rng([seed, index])
   cond = _draw_conditions(rng)
@@ -286,8 +294,10 @@ def generate_record(
   labels = _labels(cond)
   info["conditions"] = tuple(
       name for name, on in zip(LABEL_NAMES, labels) if on)
+  ste_vcg = info.pop("ste_vcg")
   if debug:
     info["clean"] = _to_12_leads(cardiac)
+    info["ste"] = None if ste_vcg is None else _to_12_leads(_lead_matrix(p) @ ste_vcg.T)
   return _to_12_leads(noisy), labels, info
 
 

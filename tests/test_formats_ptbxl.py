@@ -68,7 +68,26 @@ def test_options_fs_folds_label_sets(ptbxl_dir):
   with pytest.raises(ValueError, match="fs=250"):
     data.open_source(f"ptbxl:{ptbxl_dir}?fs=250")
   with pytest.raises(ValueError, match="labels"):
-    data.open_source(f"ptbxl:{ptbxl_dir}?labels=diagnostic")
+    data.open_source(f"ptbxl:{ptbxl_dir}?labels=diagnostics")
+
+
+def test_benchmark_tasks_on_the_shared_subset(ptbxl_dir):
+  """The six tasks' label counts are the full release's (from scp_statements.csv: 71, 44, 23,
+  5, 19, 12); each task leaves out the records without a label of it; superclass keeps all."""
+  want = {"all": 71, "diagnostic": 44, "subdiagnostic": 23, "superdiagnostic": 5, "form": 19,
+          "rhythm": 12}
+  records = {}
+  for task, n_labels in want.items():
+    src = data.open_source(f"ptbxl:{ptbxl_dir}?labels={task}")
+    labels = src.metadata()["labels"]
+    assert len(src.label_names) == n_labels and labels.any(1).all(), task
+    records[task] = len(src)
+  # DATA.md: one of the 353 records has no diagnostic superclass.
+  assert records["superdiagnostic"] == records["diagnostic"] == 352 and records["all"] == 353
+  assert data.open_source(f"ptbxl:{ptbxl_dir}?labels=superdiagnostic").label_names == (
+      "NORM", "MI", "STTC", "CD", "HYP")
+  assert records["form"] < records["rhythm"] < 353
+  assert len(data.open_source(f"ptbxl:{ptbxl_dir}?labels=superclass")) == 353
 
 
 @pytest.fixture
@@ -92,6 +111,17 @@ def test_fixture_labels_and_ids(tiny):
   assert every.label_names == ("IMI", "LVH", "LVOLT", "NORM", "SR")
   np.testing.assert_array_equal(every.metadata()["labels"][0], [0, 0, 0, 1, 1])
   assert data.open_source(f"ptbxl:{tiny}?labels=subclass").label_names == ("IMI", "LVH", "NORM")
+  # The benchmark's tasks: by the statements' flags, records without a label of the task left
+  # out (record 3 has only LVOLT, a form code; record 4 no code at all).
+  def task(name):
+    s = data.open_source(f"ptbxl:{tiny}?labels={name}")
+    return s.label_names, s.metadata()["record_id"].tolist(), s.metadata()["labels"].tolist()
+  assert task("rhythm") == (("SR",), ["1"], [[1]])
+  assert task("form") == (("LVOLT",), ["3"], [[1]])
+  assert task("diagnostic") == (("IMI", "LVH", "NORM"), ["1", "2"], [[0, 0, 1], [1, 1, 0]])
+  assert task("superdiagnostic")[1] == ["1", "2"]
+  assert task("all")[1] == ["1", "2", "3"]
+  assert len(data.open_source(f"ptbxl:{tiny}?labels=superclass")) == 4  # keeps every record
 
 
 def test_errors_name_paths(tiny, tmp_path):

@@ -1,4 +1,4 @@
-"""PTB-XL in its release layout (`ptbxl:PATH?fs=500|100&labels=superclass|subclass|all`).
+"""PTB-XL in its release layout (`ptbxl:PATH?fs=500|100&labels=superclass|subclass|TASK`).
 
 PATH holds ptbxl_database.csv, scp_statements.csv and records100/ + records500/
 (WFDB format 16, mV). Rows keep the database's order (ascending ecg_id);
@@ -10,9 +10,20 @@ how the PTB-XL benchmark aggregates them):
   superclass  diagnostic_class of the codes whose statement has diagnostic == 1,
               in the conventional order NORM, MI, STTC, CD, HYP.
   subclass    diagnostic_subclass of the same codes, sorted alphabetically.
-  all         every statement code of scp_statements.csv, sorted alphabetically.
-label_names come from scp_statements.csv, not from the records present, so a
-subset of PTB-XL has the same label columns as the full release.
+
+The PTB-XL benchmark's six tasks (Strodthoff et al. 2020; the uniform foundation-model
+benchmark uses the same), TASK:
+  all             every statement code (71 on the full release).
+  diagnostic      the codes whose statement has diagnostic == 1 (44).
+  subdiagnostic   their diagnostic_subclass (23).
+  superdiagnostic their diagnostic_class (5, NORM, MI, STTC, CD, HYP).
+  form            the codes with form == 1 (19).
+  rhythm          the codes with rhythm == 1 (12).
+For these six the source leaves out the records with no label of the task, as the benchmark
+does (a record with only rhythm statements is not a superdiagnostic example); `superclass`
+(the default) and `subclass` keep every record, a record without a diagnostic code being all
+zeros. label_names come from scp_statements.csv, not from the records present, so a subset
+of PTB-XL has the same label columns as the full release.
 """
 
 from __future__ import annotations
@@ -31,7 +42,10 @@ from ecgjax.data import specs
 from ecgjax.data import wfdb_io
 
 SUPERCLASSES: tuple[str, ...] = ("NORM", "MI", "STTC", "CD", "HYP")
-LABEL_SETS = ("superclass", "subclass", "all")
+# The benchmark's tasks (records without a label of the task are left out) ...
+TASKS = ("all", "diagnostic", "subdiagnostic", "superdiagnostic", "form", "rhythm")
+# ... and the label sets that keep every record.
+LABEL_SETS = ("superclass", "subclass") + TASKS
 _DATABASE = "ptbxl_database.csv"
 _STATEMENTS = "scp_statements.csv"
 
@@ -64,24 +78,40 @@ def _statement_maps(rows: list[dict[str, str]], path: str) -> dict[str, dict[str
   code_col = next(iter(rows[0]))  # The first (unnamed) column holds the codes.
   out = {}
   for r in rows:
-    try:
-      diagnostic = float(r.get("diagnostic") or 0) == 1.0
-    except ValueError:
-      raise ValueError(f"ptbxl: {path}: bad diagnostic value in {r}") from None
+    flags = {}
+    for column in ("diagnostic", "form", "rhythm"):
+      try:
+        flags[column] = float(r.get(column) or 0) == 1.0
+      except ValueError:
+        raise ValueError(f"ptbxl: {path}: bad {column} value in {r}") from None
     out[r[code_col].strip()] = {
-        "diagnostic": diagnostic,
+        **flags,
         "class": (r.get("diagnostic_class") or "").strip(),
         "subclass": (r.get("diagnostic_subclass") or "").strip(),
     }
   return out
 
 
+# label set -> (the statement flag a code needs, the statement field naming its label);
+# None: every code, by its own name.
+_LABEL_OF = {"all": (None, None), "diagnostic": ("diagnostic", None),
+             "form": ("form", None), "rhythm": ("rhythm", None),
+             "superclass": ("diagnostic", "class"), "superdiagnostic": ("diagnostic", "class"),
+             "subclass": ("diagnostic", "subclass"), "subdiagnostic": ("diagnostic", "subclass")}
+
+
+def _label_of(code: str, statement: dict[str, Any], label_set: str) -> str | None:
+  """The label a code gives under `label_set`, or None."""
+  flag, field = _LABEL_OF[label_set]
+  if flag is not None and not statement[flag]:
+    return None
+  return code if field is None else (statement[field] or None)
+
+
 def _label_names(statements: dict[str, dict[str, Any]], label_set: str) -> tuple[str, ...]:
-  if label_set == "all":
-    return tuple(sorted(statements))
-  key = "class" if label_set == "superclass" else "subclass"
-  found = {s[key] for s in statements.values() if s["diagnostic"] and s[key]}
-  if label_set == "superclass":
+  found = {name for code, st in statements.items()
+           if (name := _label_of(code, st, label_set)) is not None}
+  if label_set in ("superclass", "superdiagnostic"):
     # Always the five, so label columns never depend on which statements ship.
     return SUPERCLASSES + tuple(sorted(found - set(SUPERCLASSES)))
   return tuple(sorted(found))
@@ -97,12 +127,9 @@ def _codes_to_labels(codes: dict[str, Any], statements: dict[str, dict[str, Any]
     if st is None:
       unknown += 1
       continue
-    if label_set == "all":
-      y[index[code]] = 1.0
-    elif st["diagnostic"]:
-      name = st["class" if label_set == "superclass" else "subclass"]
-      if name in index:
-        y[index[name]] = 1.0
+    name = _label_of(code, st, label_set)
+    if name in index:
+      y[index[name]] = 1.0
   return y, unknown
 
 
@@ -155,6 +182,12 @@ class PtbxlSource(sources.Source):
                       unknown, db_path, st_path)
     self._record_id = self._record_id.astype(str)
     self._patient_id = self._patient_id.astype(str)
+    self.task = label_set if label_set in TASKS else None
+    if self.task:  # the benchmark's task: only records with a label of it
+      keep = self._labels.any(1)
+      self._record_id, self._patient_id = self._record_id[keep], self._patient_id[keep]
+      self._fold, self._labels = self._fold[keep], self._labels[keep]
+      self._files = [f for f, k in zip(self._files, keep) if k]
 
   def __len__(self) -> int:
     return len(self._files)
@@ -195,7 +228,9 @@ def detect(path: str) -> bool:
         "fs": specs.Option(_parse_fs, 500, "100 or 500: records100/ or records500/"),
         "labels": specs.Option(
             _parse_label_set, "superclass",
-            "superclass (NORM,MI,STTC,CD,HYP) | subclass | all (every SCP code)"),
+            "superclass (NORM,MI,STTC,CD,HYP) | subclass, every record; or a benchmark "
+            "task, records with a label of it: all | diagnostic | subdiagnostic | "
+            "superdiagnostic | form | rhythm"),
     },
     help="PTB-XL release directory (ptbxl_database.csv + WFDB records)",
     detect=detect)

@@ -219,6 +219,15 @@ def test_export_backbone_gets_a_new_head_and_pretrained_weights(tmp_path):
                                 {"signal": np.zeros((2, 12, 300), np.float32)})
   assert params["head"]["kernel"].shape == (64, 3)
   jax.tree.map(np.testing.assert_array_equal, params["backbone"], exp.params)
+  # The fine-tuned transformer classifier explains like any model (finetune/explain.py --run
+  # hands these to ecgjax.explain): attention rollout through the head to leads x patches.
+  from ecgjax import explain
+  v = {"params": {k: val for k, val in params.items() if k != "log_vars"}}
+  xs = np.random.default_rng(0).normal(size=(2, 12, 300)).astype(np.float32)
+  ro = explain.attention_rollout(obj.model, v, xs)
+  assert ro.tokens.shape == (2, 12, 4) and ro.layers == enc.depth
+  g = explain.gradient_x_input(obj.model, v, xs, 1)
+  assert g.shape == xs.shape and np.abs(g).sum() > 0
   scratch = objective_lib.Supervised(backbone, ("A",), mode="scratch")
   params, _ = jax.jit(scratch.init)(jax.random.PRNGKey(0),
                                     {"signal": np.zeros((2, 12, 300), np.float32)})

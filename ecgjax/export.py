@@ -1,4 +1,5 @@
-"""The export file format: `DIR/export/{config.json, params.msgpack[, collections.msgpack]}`.
+"""The export file format: `DIR/export/{config.json, params.safetensors[,
+collections.safetensors], README.md}`.
 
 An export is everything a downstream script needs and nothing of the training code, loadable
 on one CPU: which encoder to build (model name, variant, constructor overrides), its
@@ -8,7 +9,10 @@ length, leads, filters; or an image contract: `"modality": "image"` and the imag
 preprocessing), and what the embedding is (dimension, pooling).
 
 Format 1 holds params only; format 2 adds `collections.msgpack` (written only when there are
-collections, so exports without them stay format 1 and older ecgjax versions still read them).
+collections); format 3 stores both as safetensors (one tensor per leaf, named by its path
+joined with "/": what the Hub and PyTorch users read, with no pickle and no flax needed), and
+every export carries a model card (`README.md`: architecture, parameter count, input contract,
+training, licence of imported weights; `model_card`). Formats 1 and 2 (msgpack) still load.
 """
 
 from __future__ import annotations
@@ -28,10 +32,12 @@ from ecgjax import contract as contract_lib
 from ecgjax import models
 from ecgjax.errors import UserError
 
-FORMAT_VERSION = 2
+FORMAT_VERSION = 3
 CONFIG_FILE = "config.json"
-PARAMS_FILE = "params.msgpack"
-COLLECTIONS_FILE = "collections.msgpack"
+PARAMS_FILE = "params.safetensors"
+COLLECTIONS_FILE = "collections.safetensors"
+CARD_FILE = "README.md"
+_TREE_TAG = "ecgjax-tree"  # safetensors metadata: how the flat names map back to a tree
 _REQUIRED = ("format_version", "model", "variant", "encoder", "input", "embedding",
              "params_file", "params_sha256")
 
@@ -40,9 +46,56 @@ class ExportError(UserError, ValueError):
   """An export directory that cannot be used, with what is wrong."""
 
 
+def _flatten(tree: Any, prefix: str = "") -> tuple[dict[str, np.ndarray], list[str]]:
+  """Leaves by "/"-joined path, and the paths of empty dicts (which have no leaf to keep)."""
+  leaves: dict[str, np.ndarray] = {}
+  empty: list[str] = []
+  items = tree.items() if hasattr(tree, "items") else None
+  if items is None:
+    return {prefix: np.require(np.asarray(jax.device_get(tree)), requirements="C")}, []
+  if not tree:
+    return {}, [prefix]
+  for key, value in items:
+    key = str(key)
+    if "/" in key:
+      raise ExportError(f"parameter name {key!r} contains '/', which export paths use")
+    sub, sub_empty = _flatten(value, f"{prefix}/{key}" if prefix else key)
+    leaves.update(sub)
+    empty += sub_empty
+  return leaves, empty
+
+
 def _blob(tree: Any) -> bytes:
-  return flax.serialization.msgpack_serialize(
-      jax.tree.map(lambda x: np.asarray(jax.device_get(x)), tree))
+  """A variable tree as safetensors bytes."""
+  from safetensors.numpy import save  # pylint: disable=g-import-not-at-top
+  leaves, empty = _flatten(tree)
+  return save(leaves, metadata={"format": _TREE_TAG, "empty": json.dumps(empty)})
+
+
+def _safetensors_metadata(blob: bytes) -> dict[str, str]:
+  """The `__metadata__` of a safetensors header (8-byte length, then JSON)."""
+  n = int.from_bytes(blob[:8], "little")
+  return json.loads(blob[8:8 + n]).get("__metadata__") or {}
+
+
+def _unblob(blob: bytes) -> dict[str, Any]:
+  """safetensors bytes written by `_blob` -> the nested dict of numpy arrays."""
+  from safetensors.numpy import load  # pylint: disable=g-import-not-at-top
+  tree: dict[str, Any] = {}
+
+  def put(path: str, value: Any) -> None:
+    node = tree
+    *parents, last = path.split("/")
+    for p in parents:
+      node = node.setdefault(p, {})
+    node[last] = value
+
+  for path in json.loads(_safetensors_metadata(blob).get("empty", "[]")):
+    if path:
+      put(path, {})
+  for path, value in load(blob).items():
+    put(path, value)
+  return tree
 
 
 def save_export(directory: str, encoder_params: Any, encoder: dict[str, Any],
@@ -58,7 +111,7 @@ def save_export(directory: str, encoder_params: Any, encoder: dict[str, Any],
   blob = _blob(encoder_params)
   collections = {k: v for k, v in (collections or {}).items() if k != "params" and v}
   config = {
-      "format_version": 2 if collections else 1,
+      "format_version": FORMAT_VERSION,
       "model": encoder["model"],
       "variant": encoder["variant"],
       "encoder": {"module": encoder["module"], "overrides": encoder.get("overrides", {})},
@@ -83,6 +136,8 @@ def save_export(directory: str, encoder_params: Any, encoder: dict[str, Any],
       f.write(data)
   with open(os.path.join(tmp, CONFIG_FILE), "w") as f:
     json.dump(config, f, indent=2, sort_keys=True)
+  with open(os.path.join(tmp, CARD_FILE), "w") as f:
+    f.write(model_card(config, encoder_params))
   if os.path.exists(directory):
     old = directory + ".old"
     os.replace(directory, old)
@@ -91,6 +146,88 @@ def save_export(directory: str, encoder_params: Any, encoder: dict[str, Any],
   else:
     os.replace(tmp, directory)
   return directory
+
+
+def _count(tree: Any) -> int:
+  return int(sum(np.size(x) for x in jax.tree.leaves(tree)))
+
+
+def _value(v: Any) -> str:
+  return f"`{json.dumps(v)}`" if not isinstance(v, str) else f"`{v}`"
+
+
+def model_card(config: dict[str, Any], params: Any) -> str:
+  """The export's README.md: what the model is, takes, was trained on, and may be used for."""
+  enc = config["encoder"]
+  emb = config["embedding"]
+  training = dict(config.get("training") or {})
+  origin = training.pop("converted_from", None)
+  metrics = training.pop("metrics", None)
+  task = emb.get("pooling") == "task logits"
+  title = f"{config['model']} {config['variant']}"
+  output = (f"task logits for {', '.join(emb.get('labels', []))}" if task
+            else f"a {emb.get('dim')}-dimensional embedding")
+  lines = [
+      "---", "library_name: ecgjax", "tags: [ecg, electrocardiogram, jax, flax]",
+      "---", "",
+      f"# {title} ({'classifier' if task else 'encoder'}, ecgjax export)", "",
+      "An export of ecgjax (ECG foundation models in JAX/Flax): the model, its "
+      "weights and the input contract its records are brought to.", "",
+      "```python", "import ecgjax",
+      'export = ecgjax.from_pretrained("PATH_OR_REPO_ID")  # a local directory or a Hub repo',
+      "```", "",
+      "Without the model code (only jax; `serving/` holds the embedding function as "
+      "StableHLO for CPU and CUDA, when present):", "",
+      "```python", "from ecgjax import serve",
+      'embeddings = serve.load("PATH")(x)  # x: (N, *input shape) brought to the contract',
+      "```", "",
+      "```bash",
+      "python finetune/embed.py --export PATH --data SPEC --out emb.npz   # embeddings",
+      "python finetune/probe.py --export PATH --train SPEC --test SPEC     # a linear probe",
+      "```", "",
+      "## Architecture", "",
+      f"- module `{enc['module']}`, variant `{config['variant']}`"
+      + (f", overrides {_value(enc['overrides'])}" if enc.get("overrides") else ""),
+      f"- parameters: {_count(params):,}",
+      f"- output: {output} ({emb.get('pooling')})",
+  ]
+  if config.get("collections"):
+    lines.append(f"- other variables: {', '.join(config['collections'])}")
+  lines += ["", "## Input contract", "",
+            "Records are brought to this by `ecgjax.data` automatically (any rate, length "
+            "and lead order in).", "", "| key | value |", "|---|---|"]
+  lines += [f"| {k} | {_value(v)} |" for k, v in sorted(config["input"].items())]
+  lines += ["", "## Training", ""]
+  if origin:
+    lines.append(f"Converted from the published `{origin.get('source')}` weights"
+                 + (f" (checkpoint sha256 `{origin['checkpoint_sha256']}`)"
+                    if origin.get("checkpoint_sha256") else "")
+                 + f": {origin.get('converted_keys', '?')} tensors converted, "
+                 f"{len(origin.get('kept_at_random_init', []))} kept at random init.")
+  if training:
+    lines += ["| key | value |", "|---|---|"]
+    lines += [f"| {k} | {_value(v)} |" for k, v in sorted(training.items())]
+  if not origin and not training:
+    lines.append("Not recorded.")
+  lines += ["", "## Metrics", ""]
+  if metrics:
+    lines += ["| metric | value |", "|---|---|"]
+    lines += [f"| {k} | {v:.4g} |" if isinstance(v, float) else f"| {k} | {v} |"
+              for k, v in sorted(metrics.items())]
+  else:
+    lines.append("None recorded in the export; `finetune/probe.py` and `python -m "
+                 "ecgjax.benchmark` measure it.")
+  lines += ["", "## Licence", ""]
+  if origin:
+    lines.append(origin.get("licence") or
+                 "The weights are converted from a published checkpoint: its publisher's "
+                 "terms apply to them and to this export.")
+  else:
+    lines.append("Weights trained with ecgjax (Apache-2.0 code); the terms of the training "
+                 "data apply to what is derived from it (PTB-XL: CC BY 4.0).")
+  lines += ["", f"Written by ecgjax {config.get('ecgjax_version', '?')}, export format "
+            f"{config['format_version']}.", ""]
+  return "\n".join(lines)
 
 
 def _rmtree(path: str) -> None:
@@ -176,7 +313,7 @@ def load_export(directory: str) -> Export:
 
 
 def _read_checked(directory: str, name: str, sha256: str) -> Any:
-  """A msgpack file of the export, its checksum verified."""
+  """A variables file of the export (safetensors or msgpack), its checksum verified."""
   path = os.path.join(directory, name)
   if not os.path.isfile(path):
     raise ExportError(f"{path} not found (the export is incomplete)")
@@ -187,6 +324,9 @@ def _read_checked(directory: str, name: str, sha256: str) -> Any:
     raise ExportError(f"{path} is corrupt: sha256 {digest} != {sha256 or '(none)'} "
                       f"recorded in {CONFIG_FILE}")
   try:
+    if name.endswith(".safetensors"):
+      return _unblob(blob)
     return flax.serialization.msgpack_restore(blob)
   except Exception as e:  # pylint: disable=broad-except
-    raise ExportError(f"{path} is not a readable msgpack file: {e}") from None
+    kind = "safetensors" if name.endswith(".safetensors") else "msgpack"
+    raise ExportError(f"{path} is not a readable {kind} file: {e}") from None

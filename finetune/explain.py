@@ -143,8 +143,12 @@ def main(argv):
         _save_image_panel(path, x[j], m, _THRESHOLD.value)
       else:
         what = (f"{method} of {target} (p = {p[j][k]:.2f})" if p is not None
-                else "attention rollout of the embedding")
-        _save_signal_panel(path, x[j], a[j], model.preprocessing.leads, fs, f"{rid}: {what}")
+                else "attention rollout of the embedding (red: above its median token, "
+                "blue: below)")
+        # Rollout values are all positive and near uniform: drawn as the difference from the
+        # record's median token so the band shows where the encoder looks more or less.
+        shown = a[j] - np.median(ro.tokens[j]) if method == "attention" else a[j]
+        _save_signal_panel(path, x[j], shown, model.preprocessing.leads, fs, f"{rid}: {what}")
       ids.append(rid)
       maps.append(a[j].astype(np.float16 if method == "gradcam" else np.float32))
       if p is not None:

@@ -94,9 +94,9 @@ def test_export_errors_name_the_problem(pretrained, tmp_path):
   (bad / "config.json").write_text(json.dumps(cfg))
   with pytest.raises(export_lib.ExportError, match="format_version 99"):
     export_lib.load_export(str(bad))
-  cfg["format_version"] = 1
+  cfg["format_version"] = 3
   (bad / "config.json").write_text(json.dumps(cfg))
-  (bad / "params.msgpack").write_bytes(b"garbage")
+  (bad / cfg["params_file"]).write_bytes(b"garbage")
   with pytest.raises(export_lib.ExportError, match="corrupt"):
     export_lib.load_export(str(bad))
 

@@ -85,6 +85,9 @@ def test_st_mem_file_to_embeddings(tmp_path):
   config = json.loads((tmp_path / "export" / "config.json").read_text())
   origin = config["training"]["converted_from"]
   assert origin["source"] == "st-mem" and len(origin["checkpoint_sha256"]) == 64
+  # The model card says the converted weights keep ST-MEM's non-commercial licence.
+  card = (tmp_path / "export" / "README.md").read_text()
+  assert "CC BY-NC 4.0" in card and origin["checkpoint_sha256"] in card
   report = json.loads((tmp_path / "export" / conversion.REPORT_FILE).read_text())
   assert report["ok"] and report["converted"] == len(enc.state_dict())
 

@@ -195,7 +195,7 @@ def test_cli_writes_an_image_export_with_statistics_that_fine_tuning_loads(tmp_p
   printed = capsys.readouterr().out
   assert "RANDOM INIT" in printed and "1-channel images" in printed
   exp = export_lib.load_export(str(out))
-  assert exp.config["format_version"] == 2 and exp.modality == "image"
+  assert exp.config["format_version"] == 3 and exp.modality == "image"
   assert exp.image_contract["channels"] == 1
   bn = net.layer1[0].bn2
   np.testing.assert_allclose(exp.collections["batch_stats"]["body"]["stage0_block0"]["bn2"]["var"],
@@ -224,7 +224,7 @@ def test_a_corrupt_statistics_file_is_named(tmp_path):
   with open(f"{path}/{export_lib.COLLECTIONS_FILE}", "r+b") as f:
     f.seek(10)
     f.write(b"\x00\x01")
-  with pytest.raises(export_lib.ExportError, match="collections.msgpack is corrupt"):
+  with pytest.raises(export_lib.ExportError, match="collections.safetensors is corrupt"):
     export_lib.load_export(path)
 
 

@@ -30,15 +30,20 @@ ALLOWED: dict[str, set[str]] = {
     "contract": {"leads"},
     "models": {"leads", "tree"},
     "export": {"contract", "leads", "models"},
+    "hub": {"cli", "export"},
+    "serve": {"cli", "export", "leads"},
     "data": {"contract", "leads"},
     "objectives": {"leads", "models", "plotting", "tree"},
     "interop": {"contract", "data", "export", "leads", "models", "tree"},
-    "train": {"contract", "data", "export", "interop", "leads", "models", "objectives", "tree"},
+    "train": {"contract", "data", "export", "interop", "leads", "models", "objectives", "serve",
+              "tree"},
     "eval": {"contract", "data", "export", "leads", "models", "plotting", "train", "tree"},
     "launch": {"train"},
     "finetune": {"contract", "data", "eval", "export", "leads", "models", "objectives",
                  "plotting", "train", "tree"},
 }
+# The package root (`ecgjax/__init__.py`) offers from_pretrained / push_to_hub, loaded lazily.
+ALLOWED[""] = {"hub"}
 # ecgjax.errors (the user-mistake exception) sits under everything.
 ALLOWED["registry"] = set()
 ALLOWED = {part: allowed | ({"errors", "registry"} - {part} if part != "errors" else set())

@@ -1,7 +1,9 @@
 """Explanations of model predictions: Grad-CAM (`gradcam`) for the CNNs, 2-D (printouts) and 1-D
 (signals), with overlays of the map on the input (`overlay`, `thresholded`); input attributions
 of any model (`gradient_x_input`, `integrated_gradients`, `occlusion`); attention rollout of
-the transformer encoders (`attention_rollout`); R peaks and R-aligned beats of a record (`detect_r_peaks`, `aligned_beats`, `match_peaks`)."""
+the transformer encoders (`attention_rollout`); R peaks and R-aligned beats of a record
+(`detect_r_peaks`, `aligned_beats`, `match_peaks`); median beats per group (`group_beats`) and
+beat-annotated stress records (`stress`)."""
 
 from ecgjax.explain.attention import NoAttentionError, Rollout, attention_rollout
 from ecgjax.explain.attributions import gradient_x_input, integrated_gradients, occlusion

@@ -287,16 +287,10 @@ def train_split(run: Run, split: splits_lib.Split, *,
 def write_export(path: str, objective: Any, state: dict[str, Any], run: Run,
                  split: splits_lib.Split, step: int) -> None:
   """The split's selected backbone as an export (every process gathers, process 0 writes)."""
-  state = jax.jit(lambda s: s, out_shardings=mesh_lib.replicated(run.mesh))(state)
-  variables, desc = objective.export_encoder(state["params"], state["collections"])
-  if jax.process_index() != 0:
-    return
   c = run.config
-  export_lib.save_export(
-      path, variables["params"], desc, run.preprocessing.to_dict(),
-      collections={k: v for k, v in variables.items() if k != "params"},
-      training={"data": c.data, "split": split.name, "step": step, "seed": c.seed,
-                "objective": "supervised", "labels": list(run.label_names)})
+  loop_lib.write_export(path, objective, run.mesh, state, run.preprocessing.to_dict(),
+                        {"data": c.data, "split": split.name, "step": step, "seed": c.seed,
+                         "objective": "supervised", "labels": list(run.label_names)})
 
 
 def ensemble(parts: list[pred_lib.Predictions]) -> pred_lib.Predictions:

@@ -218,6 +218,12 @@ FAMILIES: dict[str, _Family] = {
                                     fixed=(("num_classes", 0),), modality="image"),
 }
 SOURCES = tuple(FAMILIES)
+# What is known of the published weights' terms; a converted export's model card states it.
+LICENCES = {
+    "st-mem": "CC BY-NC 4.0: the official ST-MEM weights (and code) are licensed for "
+              "non-commercial use only, with further restrictions in their repository; this "
+              "export, converted from them, carries the same terms.",
+}
 
 
 def _module_fields(module: Any, names: Sequence[str]) -> dict[str, Any]:
@@ -407,13 +413,16 @@ def _embedding_dim(module: Any) -> int:
 
 def save_conversion(conversion: Conversion, out_dir: str, *,
                     checkpoint_path: str | None = None) -> str:
-  """Writes the export (config.json, params.msgpack) and conversion_report.json; its path."""
+  """Writes the export (config.json, params.safetensors, ...) and conversion_report.json; its
+  path."""
   from ecgjax import export as export_lib  # pylint: disable=g-import-not-at-top
   rep = conversion.report
   origin: dict[str, Any] = {"source": rep.source, "variant": rep.variant,
                             "converted_keys": rep.converted,
                             "kept_at_random_init": rep.allowed_missing,
                             "dropped_keys": len(rep.dropped)}
+  if rep.source in LICENCES:
+    origin["licence"] = LICENCES[rep.source]
   if checkpoint_path is not None:
     from ecgjax.interop import torch_io  # pylint: disable=g-import-not-at-top
     origin["checkpoint"] = os.path.abspath(checkpoint_path)

@@ -29,6 +29,7 @@ from jax.sharding import Mesh
 
 from ecgjax import data as data_lib
 from ecgjax import export as export_lib
+from ecgjax import serve as serve_lib
 from ecgjax import objectives as objectives_lib
 from ecgjax.errors import ConfigError
 from ecgjax.train import checkpoint as ckpt_lib
@@ -215,6 +216,31 @@ def preprocessing_from_config(config: ml_collections.ConfigDict) -> data_lib.Pre
     raise ConfigError(f"config.input: {e}") from None
 
 
+def write_export(directory: str, objective: Any, mesh: Mesh, state: dict[str, Any],
+                 contract: dict[str, Any], training: dict[str, Any]) -> None:
+  """The objective's encoder of `state` as an export: every process gathers the (possibly
+  sharded) variables, process 0 writes. An objective whose encoder sees less than the training
+  window (views cropped on device) says what it takes in its description's "input", which
+  overrides the contract there."""
+  params, collections = jax.jit(lambda p, c: (p, c), out_shardings=mesh_lib.replicated(mesh))(
+      state["params"], state["collections"])
+  variables, desc = objective.export_encoder(params, collections)
+  desc = dict(desc)
+  contract = {**contract, **desc.pop("input", {})}
+  if hooks_lib.process0():
+    export_lib.save_export(directory, variables["params"], desc, contract,
+                           collections={k: v for k, v in variables.items() if k != "params"},
+                           training=training)
+    # The embedding function as StableHLO beside it (`ecgjax.serve.load`: jax alone runs it).
+    # A model jax.export cannot serialize still has its export: the failure is a warning.
+    try:
+      serve_lib.write_serving(directory)
+    except Exception as e:  # pylint: disable=broad-except
+      logging.warning("export %s: no serving function (%s: %s); the export is complete",
+                      directory, type(e).__name__, e)
+    logging.info("exported encoder to %s", directory)
+
+
 class ExportHook(hooks_lib.Hook):
   """Writes WORKDIR/export (the encoder and its input contract) when training finishes."""
 
@@ -226,21 +252,11 @@ class ExportHook(hooks_lib.Hook):
     self.preprocessing, self.workdir = preprocessing, workdir
 
   def end(self, step: int, state: dict[str, Any]) -> None:
-    export_dir = os.path.join(self.workdir, "export")
-    params = jax.jit(lambda p: p, out_shardings=mesh_lib.replicated(self.mesh))(state["params"])
-    variables, enc_desc = self.objective.export_encoder(params, state["collections"])
-    enc_desc = dict(enc_desc)
-    # An objective whose encoder sees less than the training window (views cropped on
-    # device) says what it takes; the export's contract must match the encoder.
-    contract = {**self.preprocessing.to_dict(), **enc_desc.pop("input", {})}
-    if hooks_lib.process0():
-      c = self.config
-      export_lib.save_export(
-          export_dir, variables["params"], enc_desc, contract,
-          collections={k: v for k, v in variables.items() if k != "params"},
-          training={"data": c.data, "steps": step, "batch_size": c.batch_size,
-                    "seed": c.seed, "objective": c.objective})
-      logging.info("exported encoder to %s", export_dir)
+    c = self.config
+    write_export(os.path.join(self.workdir, "export"), self.objective, self.mesh, state,
+                 self.preprocessing.to_dict(),
+                 {"data": c.data, "steps": step, "batch_size": c.batch_size, "seed": c.seed,
+                  "objective": c.objective})
 
 
 def pretraining_evals(config: ml_collections.ConfigDict) -> dict[str, Any]:

@@ -10,7 +10,9 @@ records are longer than its 2250-sample window, every other case uses 1 crop.
 
 The file holds embeddings (N, D), record_id, patient_id, fold, labels (N, L) and
 label_names (`ecgjax.eval.load_embeddings` reads it back; `finetune/probe.py
---embeddings` probes it).
+--embeddings` probes it). --tokens adds the encoder's token sequences (`tokens`, float16, the
+crops' tokens one after the other, and `token_mask`): what the attention-pooling probe
+(`ecgjax.eval.attention_probe`) reads.
 """
 
 import time
@@ -28,6 +30,9 @@ _N_CROPS = flags.DEFINE_integer(
     "n_crops", 0, "crops per record, embeddings averaged; 0 = the model's reference "
     "(ST-MEM: 3 when records are longer than the window, else 1)")
 _PROGRESS = flags.DEFINE_bool("progress", True, "progress bar (only on a terminal)")
+_TOKENS = flags.DEFINE_bool("tokens", False, "also write the encoder's token sequences "
+                            "(tokens (N, crops x T, D) float16 and token_mask), the "
+                            "attention-pooling probe's input")
 flags.mark_flags_as_required(["export", "data", "out"])
 
 
@@ -52,13 +57,15 @@ def main(argv):
   t0 = time.perf_counter()
   try:
     d = eval_lib.embed_source(export, source, batch_size=_BATCH.value, n_crops=n_crops,
-                              progress=_PROGRESS.value)
+                              progress=_PROGRESS.value, tokens=_TOKENS.value)
   except ValueError as e:
     cli.fail(str(e))
   path = eval_lib.save_embeddings(_OUT.value, d)
   logging.info("embedded %d records in %.1fs", len(source), time.perf_counter() - t0)
+  extra = (f" and {d['tokens'].shape[1]} x {d['tokens'].shape[2]} tokens each"
+           if "tokens" in d else "")
   print(f"wrote {d['embeddings'].shape[0]} x {d['embeddings'].shape[1]} embeddings "
-        f"({n_crops} crop(s) per record) to {path}")
+        f"({n_crops} crop(s) per record){extra} to {path}")
 
 
 if __name__ == "__main__":

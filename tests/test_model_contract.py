@@ -1,4 +1,5 @@
-"""Every model returns (output, aux); every encoder has one call signature and pre_logits."""
+"""Every model returns (output, aux); every encoder has one call signature, pre_logits and
+tokens."""
 
 import jax
 import jax.numpy as jnp
@@ -29,6 +30,9 @@ def test_every_encoder_takes_one_signature_and_reports_pre_logits(name):
   module, (out, aux) = _abstract(name, train=False, lead_idx=None)
   assert aux["pre_logits"].ndim == 2 and aux["pre_logits"].shape[0] == 2
   assert aux["pre_logits"].dtype == jnp.float32
+  # ... and its token sequence (B, N, D), what attention-pooling probes read.
+  tokens = aux["tokens"]
+  assert tokens.ndim == 3 and tokens.shape[0] == 2 and tokens.shape[1] >= 2
   if not models.has_lead_table(module):
     with pytest.raises(ValueError, match="no lead table: lead_idx must be None"):
       _abstract(name, train=False, lead_idx=np.arange(ENCODERS[name][0]))

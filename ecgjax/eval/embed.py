@@ -39,6 +39,8 @@ from ecgjax.train import mesh as mesh_lib
 
 EMBEDDING_KEYS: tuple[str, ...] = (
     "embeddings", "record_id", "patient_id", "fold", "labels", "label_names")
+# Written by `finetune/embed.py --tokens`: the attention-pooling probe's input.
+TOKEN_KEYS: tuple[str, ...] = ("tokens", "token_mask")
 
 
 def lead_idx_of(export: Any) -> tuple[int, ...] | None:
@@ -51,10 +53,13 @@ def lead_idx_of(export: Any) -> tuple[int, ...] | None:
 
 
 def _encoder_apply(module_name: str, variant: str, overrides_json: str,
-                   lead_idx: tuple[int, ...] | None) -> Callable[..., jax.Array]:
+                   lead_idx: tuple[int, ...] | None,
+                   tokens: bool = False) -> Callable[..., Any]:
   """`(variables, x (B, views, *input), view_mask (B, views) | None) -> (B, dim)` (not
   jitted): the mean of each record's real views; input (leads, T) signals or (H, W, C)
-  pictures. `variables`: {"params", **collections}."""
+  pictures. `variables`: {"params", **collections}. With `tokens`, also the encoder's token
+  sequences (aux["tokens"]) of every view one after the other, (B, views * N, D) float16, and
+  their mask (B, views * N): a view the record does not have is masked out."""
   from ecgjax import models  # pylint: disable=g-import-not-at-top
   module = models.build_model(module_name, variant, **json.loads(overrides_json))
   kwargs = {}
@@ -66,12 +71,20 @@ def _encoder_apply(module_name: str, variant: str, overrides_json: str,
 
   def fn(variables, x, view_mask=None):
     b, c = x.shape[:2]
-    emb, _ = module.apply(variables, x.reshape((b * c,) + x.shape[2:]), **kwargs)
+    emb, aux = module.apply(variables, x.reshape((b * c,) + x.shape[2:]), **kwargs)
     emb = emb.astype(jnp.float32).reshape(b, c, -1)
     if view_mask is None:
-      return emb.mean(1)
-    w = view_mask.astype(jnp.float32)[..., None]
-    return (emb * w).sum(1) / jnp.maximum(w.sum(1), 1.0)
+      pooled = emb.mean(1)
+    else:
+      w = view_mask.astype(jnp.float32)[..., None]
+      pooled = (emb * w).sum(1) / jnp.maximum(w.sum(1), 1.0)
+    if not tokens:
+      return pooled
+    tok = aux["tokens"]
+    n, d = tok.shape[1], tok.shape[2]
+    tok = tok.reshape(b, c * n, d).astype(jnp.float16)
+    vm = jnp.ones((b, c), bool) if view_mask is None else view_mask.astype(bool)
+    return pooled, tok, jnp.repeat(vm, n, axis=1)
 
   return fn
 
@@ -94,10 +107,12 @@ def make_embed_fn(export: Any) -> Callable[..., jax.Array]:
 
 
 def mesh_embed_fn(module_name: str, variant: str, overrides_json: str,
-                  lead_idx: tuple[int, ...] | None, mesh: Mesh) -> Callable[..., jax.Array]:
+                  lead_idx: tuple[int, ...] | None, mesh: Mesh,
+                  tokens: bool = False) -> Callable[..., Any]:
   """The embedding function jitted for `mesh`: batch rows split over its devices, the
-  embeddings returned replicated (every process can read them); params keep their sharding."""
-  return jax.jit(_encoder_apply(module_name, variant, overrides_json, lead_idx),
+  embeddings (and with `tokens` the token sequences) returned replicated (every process can
+  read them); params keep their sharding."""
+  return jax.jit(_encoder_apply(module_name, variant, overrides_json, lead_idx, tokens),
                  out_shardings=mesh_lib.replicated(mesh))
 
 
@@ -130,6 +145,10 @@ def embed_batches(fn: Callable[..., jax.Array], variables: Any,
                                                       "fold", "labels")}
   for emb, batch in pending:
     valid = batch["valid"]
+    if isinstance(emb, tuple):  # (embeddings, tokens, token_mask)
+      emb, tok, tmask = emb
+      out.setdefault("tokens", []).append(np.asarray(jax.device_get(tok))[valid])
+      out.setdefault("token_mask", []).append(np.asarray(jax.device_get(tmask))[valid])
     out["embeddings"].append(np.asarray(jax.device_get(emb), np.float32)[valid])
     for k in ("record_id", "patient_id", "fold", "labels"):
       out[k].append(batch[k][valid])
@@ -214,9 +233,10 @@ def check_export(export: Any) -> None:
 
 def embed_source(export: Any, source: Any, *, batch_size: int = 64, n_crops: int = 1,
                  progress: bool = True, workers: int | None = None,
-                 mesh: Mesh | None = None) -> dict[str, np.ndarray]:
+                 mesh: Mesh | None = None, tokens: bool = False) -> dict[str, np.ndarray]:
   """Embeds every record of `source` with `export`'s encoder on the mesh (default: every
-  device); dict of `EMBEDDING_KEYS` arrays."""
+  device); dict of `EMBEDDING_KEYS` arrays, with `tokens` also "tokens" (N, views * T, D)
+  float16 and "token_mask" (N, views * T)."""
   n = len(source)
   if n == 0:
     raise ValueError(f"{source!r} holds no records to embed")
@@ -229,8 +249,8 @@ def embed_source(export: Any, source: Any, *, batch_size: int = 64, n_crops: int
   workers = min(8, os.cpu_count() or 1) if workers is None else workers
   enc = export.config["encoder"]
   fn = mesh_embed_fn(enc["module"], export.config["variant"],
-                     json.dumps(enc.get("overrides", {}), sort_keys=True), lead_idx_of(export),
-                     mesh)
+                        json.dumps(enc.get("overrides", {}), sort_keys=True), lead_idx_of(export),
+                     mesh, tokens)
   variables = jax.device_put(export.variables, mesh_lib.replicated(mesh))
   bad_before = data_lib.bad_record_count()
   bar = tqdm.tqdm(total=n, unit="rec", desc=f"embed {source!r}", leave=False,
@@ -245,7 +265,9 @@ def embed_source(export: Any, source: Any, *, batch_size: int = 64, n_crops: int
                     source, skipped, n - skipped)
   if not len(d["embeddings"]):
     raise ValueError(f"{source!r}: no record could be embedded (all {n} were bad)")
+  extra = {k: d[k] for k in ("tokens", "token_mask") if k in d}
   return {
+      **extra,
       "embeddings": d["embeddings"].astype(np.float32),
       "record_id": d["record_id"].astype(str),
       "patient_id": d["patient_id"].astype(str),
@@ -260,11 +282,12 @@ def save_embeddings(path: str, d: dict[str, Any]) -> str:
   missing = [k for k in EMBEDDING_KEYS if k not in d]
   if missing:
     raise ValueError(f"embeddings dict lacks keys {missing}")
-  arrays = {k: np.asarray(d[k]) for k in EMBEDDING_KEYS}
+  arrays = {k: np.asarray(d[k]) for k in EMBEDDING_KEYS + TOKEN_KEYS if k in d}
   for k in ("record_id", "patient_id", "label_names"):
     arrays[k] = arrays[k].astype(str)
   n = arrays["embeddings"].shape[0]
-  for k in ("record_id", "patient_id", "fold", "labels"):
+  for k in ("record_id", "patient_id", "fold", "labels") + tuple(k for k in TOKEN_KEYS
+                                                                 if k in arrays):
     if arrays[k].shape[0] != n:
       raise ValueError(f"{k} has {arrays[k].shape[0]} rows but embeddings have {n}")
   if not path.endswith(".npz"):
@@ -281,4 +304,4 @@ def load_embeddings(path: str) -> dict[str, np.ndarray]:
     if missing:
       raise ValueError(f"{path} is not an ecgjax embeddings file: missing keys {missing} "
                        f"(expected {list(EMBEDDING_KEYS)})")
-    return {k: f[k] for k in EMBEDDING_KEYS}
+    return {k: f[k] for k in EMBEDDING_KEYS + TOKEN_KEYS if k in f.files}

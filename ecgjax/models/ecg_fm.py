@@ -221,7 +221,7 @@ class ECGFMEncoder(nn.Module):
                       self.activation_dropout, self.dtype, name=f"layers_{i}")(h, train)
     pooled = pool(h, self.pooling)
     aux = {"features": feats, "features_ln": feats_ln, "x_proj": x_proj, "hidden": h,
-           "pre_logits": pooled}
+           "tokens": h, "pre_logits": pooled}
     return pooled, aux
 
 

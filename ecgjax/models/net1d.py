@@ -181,7 +181,8 @@ class Net1D(nn.Module):
                        dtype=self.dtype, name=f"stage{s}_block{b}")(x, train)
       self.sow("intermediates", f"stage{s}_out", x)
     features = jnp.mean(x.astype(jnp.float32), axis=1)
-    aux = {"features": features, "pre_logits": features}
+    # tokens: the last stage's map (B, T', C), what attention pooling probes read.
+    aux = {"features": features, "pre_logits": features, "tokens": x}
     if self.num_classes == 0:
       return features, aux
     logits = nn.Dense(self.num_classes, dtype=self.dtype, name="head")(features)

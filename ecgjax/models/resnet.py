@@ -165,7 +165,9 @@ class ResNetBody(nn.Module):
         x = x + gated if self.attention_residual else gated
         maps.append(a)
     features = jnp.mean(x.astype(jnp.float32), axis=tuple(range(1, 1 + self.ndim)))
-    aux: dict[str, Any] = {"features": features, "pre_logits": features}
+    # tokens: the last stage's map, positions flattened (B, T' or H' W', C).
+    aux: dict[str, Any] = {"features": features, "pre_logits": features,
+                           "tokens": x.reshape(x.shape[0], -1, x.shape[-1])}
     if maps:
       aux["attention"] = tuple(maps)
     if not self.num_classes:  # an encoder (an export, ImageNet weights): the pooled features

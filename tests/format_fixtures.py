@@ -101,11 +101,13 @@ def random_digital(k: int = 12, n: int = 500, seed: int = 0,
   return np.random.default_rng(seed).integers(lo, hi, size=(k, n)).astype(np.int64)
 
 
-def write_ptbxl(root: str | os.PathLike, records: Sequence[dict]) -> str:
-  """A tiny PTB-XL release: each record dict has ecg_id, patient_id, scp_codes, fold.
+def write_ptbxl(root: str | os.PathLike, records: Sequence[dict], *,
+                seconds: float = 0.2) -> str:
+  """A tiny PTB-XL release: each record dict has ecg_id, patient_id, scp_codes, fold, and
+  optionally `signal` (12, seconds * 100) mV at 100 Hz (upsampled x5 for the 500 Hz file).
 
-  Records get 500 Hz (100 samples) and 100 Hz (20 samples) format-16 files
-  unless `skip_files` is set in the dict.
+  Records get 500 Hz (100 samples) and 100 Hz (20 samples) format-16 files (`seconds` sets
+  the length) unless `skip_files` is set in the dict.
   """
   root = os.fspath(root)
   os.makedirs(root, exist_ok=True)
@@ -127,9 +129,14 @@ def write_ptbxl(root: str | os.PathLike, records: Sequence[dict]) -> str:
     codes = str(r["scp_codes"]).replace('"', '""')
     rows.append(f'{eid},{r["patient_id"]},50.0,"{codes}",{r["fold"]},{lr},{hr}')
     if not r.get("skip_files"):
-      for rel, fs, n in ((lr, 100, 20), (hr, 500, 100)):
+      n100 = int(round(seconds * 100))
+      for rel, fs, n in ((lr, 100, n100), (hr, 500, 5 * n100)):
+        digital = random_digital(12, n, seed=eid)
+        if r.get("signal") is not None:
+          digital = np.round(1000.0 * np.repeat(np.asarray(r["signal"]), n // n100, axis=1))
+          digital = digital.astype(np.int64)
         write_wfdb(os.path.join(root, os.path.dirname(rel)), os.path.basename(rel),
-                   random_digital(12, n, seed=eid), fs=fs, gain="1000.0(0)/mV",
+                   digital, fs=fs, gain="1000.0(0)/mV",
                    leads=("I", "II", "III", "AVR", "AVL", "AVF",
                           "V1", "V2", "V3", "V4", "V5", "V6"))
   with open(os.path.join(root, "ptbxl_database.csv"), "w") as f:

@@ -50,9 +50,15 @@ def test_probes_on_the_standard_split_write_results_and_resume(release, export, 
   for mode in plan.modes:
     assert sup[mode]["n_records"] == 6  # fold 10
     assert 0.0 <= sup[mode]["macro_auroc"] <= 1.0 and sup[mode]["labels_scored"] == 3
-  assert entry["published_as"] == "ST-MEM"
+  assert entry["published_as"] is None  # a random encoder is no one's published model
   md = (out / "results.md").read_text()
-  assert "Published (ST-MEM" in md and "linear 0.896" in md and "| superdiagnostic |" in md
+  assert "Published" not in md and "| superdiagnostic |" in md
+  # A pretrained ST-MEM export gets the published numbers beside it.
+  pretrained = run.export_lib.load_export(export)
+  pretrained.config["training"] = {"data": "npy:corpus", "steps": 100}
+  assert run.published_for(pretrained) == "ST-MEM"
+  res["models"][key]["published_as"] = "ST-MEM"
+  assert "official weights" in run.markdown(res) and "linear 0.896" in run.markdown(res)
   assert json.loads((out / "results.json").read_text())["models"][key]["tasks"]["form"]
   # A rerun finds every cell done: nothing is embedded again.
   emb = out / "runs" / key / "superdiagnostic" / "embeddings.npz"

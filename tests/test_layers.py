@@ -42,8 +42,8 @@ ALLOWED: dict[str, set[str]] = {
     "finetune": {"contract", "data", "eval", "export", "leads", "models", "objectives",
                  "plotting", "train", "tree"},
     # The benchmark runs the recipes: probes (eval) and fine-tuning on the same splits.
-    "benchmark": {"cli", "contract", "data", "eval", "export", "finetune", "leads", "models",
-                  "train"},
+    "benchmark": {"cli", "contract", "data", "eval", "export", "finetune", "launch", "leads",
+                  "models", "train"},
 }
 # The package root (`ecgjax/__init__.py`) offers from_pretrained / push_to_hub, loaded lazily.
 ALLOWED[""] = {"hub"}

@@ -9,7 +9,7 @@ Writes OUT/results.json and OUT/results.md (macro AUROC [95% CI] per task and mo
 published uniform-benchmark numbers beside ours where the model has them) after every finished
 (export, task, mode), and OUT/runs/<model>/<task>/ (embeddings, predictions, the fine-tune
 workdir); a rerun with the same OUT skips what is done. --quick: tasks superdiagnostic, form
-and rhythm, every mode, short fine-tunes (2 epochs), 3 CV folds, 200 bootstrap resamples; with
+and rhythm, every mode, short fine-tunes (5 epochs), 3 CV folds, 200 bootstrap resamples; with
 no --export it benchmarks a randomly initialised `mu` ST-MEM encoder (the floor any
 pretraining must beat).
 """
@@ -48,7 +48,7 @@ def main(argv):
                   cv_folds=3 if quick and not flags.FLAGS["cv_folds"].present else _FOLDS.value,
                   bootstrap=200 if quick and not flags.FLAGS["bootstrap"].present
                   else _BOOTSTRAP.value,
-                  finetune_epochs=2 if quick and not flags.FLAGS["finetune_epochs"].present
+                  finetune_epochs=5 if quick and not flags.FLAGS["finetune_epochs"].present
                   else _EPOCHS.value,
                   attention_epochs=15 if quick else 30)
   results = run.run_benchmark(plan)

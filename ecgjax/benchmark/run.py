@@ -90,7 +90,10 @@ def task_spec(data: str, task: str) -> str:
 
 def published_for(export: export_lib.Export) -> str | None:
   """The uniform benchmark's name for this export's model, when it has published numbers."""
-  origin = (export.config.get("training") or {}).get("converted_from") or {}
+  training = export.config.get("training") or {}
+  if training.get("random_init"):  # a random encoder is no one's published model
+    return None
+  origin = training.get("converted_from") or {}
   if origin.get("source") == "ecgfounder":
     return "ECGFounder"
   return _PUBLISHED_NAME.get(str(export.config.get("model")))
@@ -295,8 +298,9 @@ def markdown(results: dict[str, Any]) -> str:
     name = entry.get("published_as")
     if name:
       pub = PUBLISHED[name]
-      lines += ["", f"Published ({name}, uniform benchmark, {PUBLISHED_TASK}, full PTB-XL "
-                "test fold): " + ", ".join(f"{m} {pub[m]:.3f}" for m in modes if m in pub)]
+      lines += ["", f"Published for {name}'s official weights (uniform benchmark, "
+                f"{PUBLISHED_TASK}, full PTB-XL test fold): "
+                + ", ".join(f"{m} {pub[m]:.3f}" for m in modes if m in pub)]
     notes = {cell["note"] for cell in entry["tasks"].values()}
     lines += [""] + [f"Split: {n}." for n in sorted(notes)]
   return "\n".join(lines) + "\n"

@@ -63,6 +63,7 @@ class Plan:
   attention_epochs: int = 30
   finetune_epochs: int = 10
   finetune_batch_size: int = 32
+  finetune_peak_lr: float = 1e-3  # after warmup (the fine-tune row of the README's table)
   layer_decay: float = 0.75
 
   def check(self) -> None:
@@ -190,6 +191,8 @@ def _finetune_config(export_dir: str, spec: str, how: dict[str, Any], plan: Plan
   c.layer_decay = plan.layer_decay
   c.augment, c.paired = "none", False  # the encoder alone is compared, not augmentation
   c.epochs, c.batch_size = plan.finetune_epochs, plan.finetune_batch_size
+  # The trainer scales base_lr by batch / 256; the peak is what is compared across batch sizes.
+  c.base_lr = plan.finetune_peak_lr * 256 / plan.finetune_batch_size
   c.bootstrap = 50  # the benchmark scores the predictions itself
   if how["split"] == "standard":
     c.split, c.test_folds, c.val_folds = "folds", "10", "9"

@@ -183,6 +183,9 @@ def run_attention(d, ids, splits, plan) -> pred_lib.Predictions:
 def _finetune_config(export_dir: str, spec: str, how: dict[str, Any], plan: Plan):
   path = os.path.join(os.path.dirname(os.path.dirname(os.path.dirname(
       os.path.abspath(__file__)))), "configs", "finetune.py")
+  if not os.path.isfile(path):  # an installed wheel without the source tree's configs/
+    raise BenchmarkError(f"--modes finetune needs configs/finetune.py from the ecgjax source "
+                         f"tree (looked for {path}); run from a checkout, or drop finetune")
   module_spec = importlib.util.spec_from_file_location("ecgjax_finetune_config", path)
   module = importlib.util.module_from_spec(module_spec)
   module_spec.loader.exec_module(module)

@@ -1,6 +1,6 @@
 """Serving an export without the Python model code: its embedding function as StableHLO.
 
-`write_serving(EXPORT)` (run at the end of every training export; `python -m ecgjax.serve build
+`write_serving(EXPORT)` (run at the end of every pretraining export; `python -m ecgjax.serve build
 EXPORT [--batch 8]` for others) serializes the encoder's forward pass with `jax.export` for a
 fixed batch and the contract's input shape, for the CPU and CUDA platforms, into
 EXPORT/serving/: `embed.jax_exported` (the serialized function), `variables.npz` (its weights,

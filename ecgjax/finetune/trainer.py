@@ -290,7 +290,10 @@ def write_export(path: str, objective: Any, state: dict[str, Any], run: Run,
   c = run.config
   loop_lib.write_export(path, objective, run.mesh, state, run.preprocessing.to_dict(),
                         {"data": c.data, "split": split.name, "step": step, "seed": c.seed,
-                         "objective": "supervised", "labels": list(run.label_names)})
+                         "objective": "supervised", "labels": list(run.label_names)},
+                        # Per-split classifiers: `python -m ecgjax.serve build` when wanted;
+                        # lowering one per split costs every fine-tune seconds.
+                        serving=False)
 
 
 def ensemble(parts: list[pred_lib.Predictions]) -> pred_lib.Predictions:

@@ -217,7 +217,8 @@ def preprocessing_from_config(config: ml_collections.ConfigDict) -> data_lib.Pre
 
 
 def write_export(directory: str, objective: Any, mesh: Mesh, state: dict[str, Any],
-                 contract: dict[str, Any], training: dict[str, Any]) -> None:
+                 contract: dict[str, Any], training: dict[str, Any], *,
+                 serving: bool = True) -> None:
   """The objective's encoder of `state` as an export: every process gathers the (possibly
   sharded) variables, process 0 writes. An objective whose encoder sees less than the training
   window (views cropped on device) says what it takes in its description's "input", which
@@ -234,7 +235,8 @@ def write_export(directory: str, objective: Any, mesh: Mesh, state: dict[str, An
     # The embedding function as StableHLO beside it (`ecgjax.serve.load`: jax alone runs it).
     # A model jax.export cannot serialize still has its export: the failure is a warning.
     try:
-      serve_lib.write_serving(directory)
+      if serving:
+        serve_lib.write_serving(directory)
     except Exception as e:  # pylint: disable=broad-except
       logging.warning("export %s: no serving function (%s: %s); the export is complete",
                       directory, type(e).__name__, e)

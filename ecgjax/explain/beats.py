@@ -137,7 +137,8 @@ def detect_r_peaks(signal: Any, fs: float) -> np.ndarray:
   # kept when either stands out enough against its neighbours.
   size = min(NEIGHBOURS, len(peaks))
   level = ndimage.median_filter(e[peaks], size=size, mode="mirror")
-  wide = _bandpass(np.where(np.isfinite(x), x, 0.0), fs, 0.5, 40.0)
+  filled = np.where(np.isfinite(x), x, 0.0)  # NaN samples count as missing (zero)
+  wide = _bandpass(filled, fs, 0.5, 40.0)
   r = max(1, int(round(REFINE_S * fs)))
 
   def relative(y):  # y's maximum near each peak over the running median of those maxima
@@ -146,7 +147,7 @@ def detect_r_peaks(signal: Any, fs: float) -> np.ndarray:
 
   # A wide ectopic beat is steep AND large below 15 Hz; a burst of muscle noise is only steep,
   # a T wave only (sometimes) large.
-  slow = _per_level(_bandpass(np.where(np.isfinite(x), x, 0.0), fs, 0.5, 15.0))
+  slow = _per_level(_bandpass(filled, fs, 0.5, 15.0))
   ectopic = ((relative(_per_level(np.gradient(wide, axis=-1))) >= MIN_RELATIVE_SLOPE)
              & (relative(slow) >= MIN_RELATIVE_SIZE))
   peaks = peaks[(e[peaks] >= MIN_RELATIVE_ENERGY * level) | ectopic]

@@ -1,8 +1,12 @@
-"""`python -m ecgjax.interop convert --from st-mem|ecgfounder|ecg-fm|torchvision-resnet50 CKPT OUT`.
+"""`python -m ecgjax.interop convert|export`: published PyTorch checkpoints in, and back out.
 
-Writes an ordinary ecgjax export (what `finetune/embed.py --export` and `finetune/probe.py
---export` take) and prints the key report. Exit status 1 (and no export written) when any
-encoder parameter would stay at its random init, or any key is unexpected or mis-shaped.
+`convert --from st-mem|ecgfounder|ecg-fm|torchvision-resnet50 CKPT OUT` writes an ordinary ecgjax
+export (what `finetune/embed.py --export` and `finetune/probe.py --export` take) and prints the
+key report; exit status 2 (and no export written) when any encoder parameter would stay at its
+random init, or any key is unexpected or mis-shaped.
+
+`export --to st-mem|ecgfounder|ecg-fm EXPORT OUT` writes what the original code loads (a file
+`torch.load(weights_only=True)` reads), checked to read back to the export's parameters exactly.
 """
 
 import argparse
@@ -44,12 +48,45 @@ def _parser() -> argparse.ArgumentParser:
                  "ResNet-50 baseline); by default they are added at their random init")
   c.add_argument("--dry-run", action="store_true",
                  help="check and print the report, write nothing")
+  e = sub.add_parser("export", help="write an ecgjax export as the original code's checkpoint",
+                     description="Write an ecgjax encoder export as the PyTorch file the "
+                     "original code loads with strict=True (needs ecgjax[torch]).")
+  e.add_argument("--to", dest="target", required=True, choices=("st-mem", "ecgfounder",
+                                                                 "ecg-fm"),
+                 help="st-mem: the encoder state dict (ST_MEM_ViT, no head); ecgfounder: "
+                 "{'state_dict': ...} of Net1D; ecg-fm: a fairseq-signals fine-tuning "
+                 "classifier checkpoint {'cfg', 'model', ...}")
+  e.add_argument("export", help="the ecgjax export directory (or a run's WORKDIR/export)")
+  e.add_argument("out", help="the .pth / .pt file to write")
+  e.add_argument("--num-labels", type=int, default=None,
+                 help="outputs of the classifier head the target has and the export lacks "
+                 "(ecg-fm's proj, Net1D's dense): added at zero, to be fine-tuned there")
+  e.add_argument("--encoder-prefix", default="encoder.w2v_model.",
+                 choices=("encoder.w2v_model.", "encoder."),
+                 help="ecg-fm: where the classifier keeps its encoder (ECG-FM's released "
+                 "checkpoints: encoder.w2v_model.; fairseq-signals' ecg_transformer_"
+                 "classifier: encoder.)")
   return p
+
+
+def _export(args: argparse.Namespace) -> int:
+  from ecgjax.interop import to_torch  # pylint: disable=g-import-not-at-top
+  try:
+    result = to_torch.write(args.export, args.target, args.out, num_labels=args.num_labels,
+                            prefix=args.encoder_prefix)
+  except (ImportError, ValueError, OSError) as e:  # ExportError / ExportToTorchError: ValueError
+    print(f"python -m ecgjax.interop export: error: {' '.join(str(e).split())}",
+          file=sys.stderr)
+    return 2
+  print(result.summary())
+  return 0
 
 
 def main(argv: list[str] | None = None) -> int:
   """CLI entry point; returns the exit status."""
   args = _parser().parse_args(argv)
+  if args.command == "export":
+    return _export(args)
   from ecgjax.interop import conversion  # pylint: disable=g-import-not-at-top
   leads = tuple(x.strip() for x in args.leads.split(",")) if args.leads else None
   try:

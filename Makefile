@@ -12,7 +12,7 @@ PYTEST_ARGS ?=
 PYTEST_WORKERS ?= 2
 export PIP_DISABLE_PIP_VERSION_CHECK := 1
 
-.PHONY: setup demo test bench clean
+.PHONY: setup demo test wheel-check bench clean
 
 setup: $(VENV)/.installed
 
@@ -52,6 +52,10 @@ test: setup
 	@# own modules once, since PYTHONDONTWRITEBYTECODE (set on CI) stops imports from doing it.
 	$(BIN)/python -m compileall -q -j 0 ecgjax configs finetune pretrain > /dev/null
 	$(BIN)/python -m pytest -q $(if $(filter-out 0,$(PYTEST_WORKERS)),-n $(PYTEST_WORKERS) --dist worksteal) $(PYTEST_ARGS)
+
+# Build the wheel, install it into a fresh venv, run the programs outside the checkout.
+wheel-check:
+	PYTHON=$(PYTHON) bash .ci/wheel_check.sh
 
 bench: setup
 	$(BIN)/python bench/pretrain_step.py --model st_mem --variant B/75 --batch 8 --steps 5

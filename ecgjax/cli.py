@@ -151,7 +151,50 @@ def _check_config_files() -> None:
         fail(f"--{name}: cannot load the config file: {detail}")
 
 
+def builtin_config(name: str) -> str | None:
+  """The path of `configs/<name>.py` as shipped with ecgjax, or None.
+
+  A wheel installs the config files as the package data `ecgjax._configs`; a checkout (or an
+  editable install) has them in `configs/` beside the package."""
+  import importlib.util  # pylint: disable=g-import-not-at-top
+  dirs = []
+  try:
+    spec = importlib.util.find_spec("ecgjax._configs")
+  except (ImportError, ValueError):
+    spec = None
+  if spec is not None and spec.submodule_search_locations:
+    dirs += list(spec.submodule_search_locations)
+  dirs.append(os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))),
+                           "configs"))
+  for d in dirs:
+    path = os.path.join(d, f"{name}.py")
+    if name != "__init__" and os.path.isfile(path):
+      return path
+  return None
+
+
+def resolve_config_paths(argv: Sequence[str]) -> list[str]:
+  """`--config configs/NAME.py[:args]` naming no file here -> the shipped copy of that config,
+  so the README's commands run the same from a checkout and from an installed wheel."""
+  out = list(argv)
+  for i, arg in enumerate(out):
+    if arg == "--config" and i + 1 < len(out):
+      j, value, prefix = i + 1, out[i + 1], ""
+    elif arg.startswith("--config="):
+      j, value, prefix = i, arg[len("--config="):], "--config="
+    else:
+      continue
+    path, sep, args = value.partition(":")
+    head, base = os.path.split(path)
+    if os.path.exists(path) or head not in ("", "configs") or not base.endswith(".py"):
+      continue
+    if (found := builtin_config(base[:-len(".py")])) is not None:
+      out[j] = prefix + found + sep + args
+  return out
+
+
 def _parse_flags(argv: list[str]) -> list[str]:
+  argv = resolve_config_paths(argv)
   try:
     rest = flags.FLAGS(argv)
   except (flags.Error, AttributeError, KeyError, ValueError, TypeError, OSError) as e:

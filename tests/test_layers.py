@@ -45,6 +45,8 @@ ALLOWED: dict[str, set[str]] = {
     "benchmark": {"cli", "contract", "data", "eval", "export", "finetune", "launch", "leads",
                   "models", "train"},
 }
+# The command-line programs sit on top of everything.
+ALLOWED["apps"] = set(ALLOWED) | {"cli", "configs", "launch"}
 # The package root (`ecgjax/__init__.py`) offers from_pretrained / push_to_hub, loaded lazily.
 ALLOWED[""] = {"hub"}
 # ecgjax.errors (the user-mistake exception) sits under everything.

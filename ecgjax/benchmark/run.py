@@ -15,6 +15,7 @@ from typing import Any
 from absl import logging
 import numpy as np
 
+from ecgjax import cli
 from ecgjax import data as data_lib
 from ecgjax import export as export_lib
 from ecgjax.data.formats import ptbxl
@@ -181,11 +182,11 @@ def run_attention(d, ids, splits, plan) -> pred_lib.Predictions:
 
 
 def _finetune_config(export_dir: str, spec: str, how: dict[str, Any], plan: Plan):
-  path = os.path.join(os.path.dirname(os.path.dirname(os.path.dirname(
-      os.path.abspath(__file__)))), "configs", "finetune.py")
-  if not os.path.isfile(path):  # an installed wheel without the source tree's configs/
-    raise BenchmarkError(f"--modes finetune needs configs/finetune.py from the ecgjax source "
-                         f"tree (looked for {path}); run from a checkout, or drop finetune")
+  path = cli.builtin_config("finetune")
+  if path is None:  # an install that lost its package data
+    raise BenchmarkError("--modes finetune needs the config file configs/finetune.py, which "
+                         "ships with ecgjax (ecgjax._configs) and was not found; reinstall "
+                         "ecgjax, or drop finetune from --modes")
   module_spec = importlib.util.spec_from_file_location("ecgjax_finetune_config", path)
   module = importlib.util.module_from_spec(module_spec)
   module_spec.loader.exec_module(module)

@@ -6,8 +6,11 @@
 # two seeds.
 #   bash bench/ssl_ablation.sh                           # the README's table (mu, 800 steps, CPU)
 #   VARIANT=S/75 ECGFM_VARIANT=small STEPS=20000 BATCH=256 bash bench/ssl_ablation.sh   # GPU
+#   BENCHMARK=1 bash bench/ssl_ablation.sh               # also `python -m ecgjax.benchmark --quick`
+#                                                          on every encoder ($OUT/benchmark_quick)
 # Finished arms (an export present) are not retrained, so an interrupted run picks up where it
-# stopped; results in $OUT/summary.txt.
+# stopped; results in $OUT/summary.md. The mae arm is the hybrid objective without its InfoNCE
+# term (configs/hybrid.py): the same two lead-dropped views per record as the hybrid.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 VARIANT=${VARIANT:-mu}; ECGFM_VARIANT=${ECGFM_VARIANT:-mu}
@@ -15,7 +18,7 @@ STEPS=${STEPS:-800}; BATCH=${BATCH:-64}; SEEDS=${SEEDS:-0,1}
 PEAK_LR=${PEAK_LR:-1.5e-3}            # ST-MEM arms: warmup then cosine to 0
 ECGFM_PEAK_LR=${ECGFM_PEAK_LR:-5e-4}  # ECG-FM: its recipe's constant lr after warmup
 OUT=${OUT:-runs/ablation}; PY=${PY:-.venv/bin/python}; WORKERS=${WORKERS:-2}
-PTBXL=${PTBXL:-ptbxl:../shared/data/ptbxl}
+PTBXL=${PTBXL:-ptbxl:../shared/data/ptbxl}; BENCHMARK=${BENCHMARK:-0}
 base_lr() { "$PY" -c "print($1 * 256 / $BATCH)"; }
 COMMON=(--config.total_steps="$STEPS" --config.batch_size="$BATCH" --config.warmup_steps=$((STEPS / 10))
         --config.checkpoint_every_steps="$STEPS" --config.vis_every_steps=0
@@ -76,3 +79,9 @@ for name, d in zip(names, rows):
   print(f"| {name} | {minutes(name)} | {d['macro_auroc']:.3f} ({lo:.3f}-{hi:.3f}) | {spread} | "
         f"{d['macro_auprc']:.3f} | {per} |")
 PY
+if [ "$BENCHMARK" = 1 ]; then
+  exports=(); for arm in "${ARMS[@]}"; do exports+=(--export "$OUT/$arm/export"); done
+  "$PY" -m ecgjax.benchmark --quick "${exports[@]}" --data "$PTBXL" --out "$OUT/benchmark_quick" \
+    > "$OUT/benchmark_quick.log" 2>&1
+  cat "$OUT/benchmark_quick/results.md"
+fi

@@ -7,16 +7,17 @@
 
 Arguments after ':' (comma separated): variant=mu|S/75|B/75|L/75; preset=hybrid (objective
 "hybrid": one ST-MEM MAE, two lead-dropped views, InfoNCE between their pooled visible-token
-embeddings), mae (ST-MEM alone, objective "mae"), contrastive (the same ViT, mask ratio 0, no
-decoder, lead-drop InfoNCE, objective "contrastive"); runlocal and corpus=synthetic|ptbxl250 as in
-configs/stmem.py; encoder=st_mem (default) or ecg_fm. With encoder=ecg_fm the masked objective is
-ECG-FM's own (wav2vec 2.0 masked-frame prediction) and the presets are configs/ecgfm.py's recipes:
-mae -> recipe=wav2vec2, contrastive -> recipe=cmsc, hybrid -> recipe=full (wav2vec 2.0 + CMSC + RLM
-in one pass, which is what ECG-FM itself trains). For the ST-MEM encoder every other setting is
-shared: the presets differ only in objective, model, the objective's group (`config.hybrid`,
-`config.contrastive` or `config.mae`, with equal values for the keys they share), input.samples
-(the MAE crops its 9 s window in the pipeline; the view objectives take two 9 s sub-crops of the
-10 s record on device) and vis_every_steps (only the MAE draws).
+embeddings), mae (the SAME objective with w_con=0: the same two views per record, the same crops,
+lead drops and patch masks, the MAE loss alone, so the ablation compares objectives and nothing
+else; ST-MEM's own one-view recipe is configs/stmem.py), contrastive (the same ViT, mask ratio 0,
+no decoder, the same lead-drop views, InfoNCE alone, objective "contrastive"); runlocal and
+corpus=synthetic|ptbxl250 as in configs/stmem.py; encoder=st_mem (default) or ecg_fm. With
+encoder=ecg_fm the masked objective is ECG-FM's own (wav2vec 2.0 masked-frame prediction) and the
+presets are configs/ecgfm.py's recipes: mae -> recipe=wav2vec2, contrastive -> recipe=cmsc, hybrid
+-> recipe=full (wav2vec 2.0 + CMSC + RLM in one pass, which is what ECG-FM itself trains). For the
+ST-MEM encoder every other setting is shared, the input (the pipeline's 10 s crop, two 9 s
+sub-crops on device) included: mae and hybrid differ in config.hybrid.w_con alone, contrastive in
+objective and model (`config.contrastive`, with equal values for the keys it shares).
 """
 
 import ml_collections
@@ -50,24 +51,24 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     return c
   c = configs.pretraining(variant)
   c.preset = arg.preset           # which ablation arm this run is (recorded in config.json)
-  if arg.preset == "hybrid":
-    # One full MAE (encoder + decoder) for both losses: the MAE on each view's masked patches,
-    # InfoNCE between the views' pooled visible tokens (the global batch's negatives).
-    configs.set_objective(c, "hybrid", model="st_mem", mask_ratio=MASK_RATIO, **VIEWS)
-  elif arg.preset == "contrastive":
+  if arg.preset in ("hybrid", "mae"):
+    # One full MAE (encoder + decoder): the MAE on each view's masked patches, and for the
+    # hybrid InfoNCE between the views' pooled visible tokens (the global batch's negatives).
+    # The MAE arm keeps every view, crop and mask of the hybrid and drops only the InfoNCE
+    # term, so its difference from the hybrid is the objective alone.
+    configs.set_objective(c, "hybrid", model="st_mem", mask_ratio=MASK_RATIO,
+                          w_con=1.0 if arg.preset == "hybrid" else 0.0, **VIEWS)
+  else:
     # The same ViT without the decoder; every patch seen (no masking).
     configs.set_objective(c, "contrastive", model="st_mem_encoder", **VIEWS)
-  else:
-    configs.set_objective(c, "mae", model="st_mem", mask_ratio=MASK_RATIO)
   # Views are built on device from the one 10 s crop the pipeline delivers per record (room for
-  # two 9 s sub-crops); the MAE's window is its 9 s pipeline crop.
-  c.input = configs.input_contract("st_mem", samples=2250 if arg.preset == "mae" else 2500)
+  # two 9 s sub-crops).
+  c.input = configs.input_contract("st_mem", samples=2500)
   configs.use_corpus(c, arg.corpus)
   if arg.runlocal:
     configs.runlocal(c, batch_size=16, total_steps=300, warmup_steps=30, base_lr=0.024,
                      vis_every_steps=300)
     if arg.corpus == "synthetic":
       c.data = "synthetic:4000?seed=0&fs=250&seconds=10"
-  if arg.preset != "mae":
-    c.vis_every_steps = 0         # no reconstruction picture for the view objectives yet
+  c.vis_every_steps = 0           # no reconstruction picture for the view objectives yet
   return c

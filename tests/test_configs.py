@@ -118,3 +118,27 @@ def test_input_group_is_the_contract_preset():
   # Unset optional fields stay settable from the command line (typed placeholders).
   c = _parsed("configs/stmem.py:variant=mu", "--config.input.notch=60")
   assert c.input.notch == 60.0
+
+
+def _flat(c, prefix=""):
+  out = {}
+  for k, v in c.items():
+    out.update(_flat(v, f"{prefix}{k}.") if hasattr(v, "items") else {f"{prefix}{k}": v})
+  return out
+
+
+def test_hybrid_ablation_arms_differ_in_the_objective_only():
+  from configs import hybrid  # pylint: disable=g-import-not-at-top
+  arms = {p: _flat(hybrid.get_config(f"variant=mu,preset={p},corpus=ptbxl250"))
+          for p in hybrid.PRESETS}
+  h, m, c = arms["hybrid"], arms["mae"], arms["contrastive"]
+  # MAE vs hybrid: the same objective, views, crops, lead drop and masks; no InfoNCE term.
+  # (`config.w_con` is the top-level alias of `config.hybrid.w_con`.)
+  assert {k for k in set(h) | set(m) if h.get(k) != m.get(k)} == {"preset", "hybrid.w_con",
+                                                                  "w_con"}
+  assert (h["hybrid.w_con"], m["hybrid.w_con"], m["w_con"]) == (1.0, 0.0, 0.0)
+  # Contrastive: the same views and input; its own objective (no masking, no decoder).
+  for key in hybrid.VIEWS:
+    assert c[f"contrastive.{key}"] == h[f"hybrid.{key}"], key
+  assert {k: v for k, v in c.items() if k.startswith("input.")} == {
+      k: v for k, v in h.items() if k.startswith("input.")}

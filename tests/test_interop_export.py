@@ -65,7 +65,7 @@ def _mu_export(directory, module_name: str, preset: str, samples: int, **overrid
   keys = jax.random.split(jax.random.PRNGKey(4), len(leaves))
   params = jax.tree.unflatten(tree, [v + 0.05 * jax.random.normal(k, v.shape)
                                      for v, k in zip(leaves, keys)])
-  out, _ = module.apply({"params": params}, x)
+  out = jax.eval_shape(module.apply, {"params": params}, x)[0]
   desc = {"model": module_name.replace("_encoder", ""), "variant": "mu", "module": module_name,
           "overrides": overrides, "embedding": {"dim": int(out.shape[-1]), "pooling": "mean"}}
   return export_lib.save_export(str(directory), params, desc,
@@ -80,7 +80,7 @@ def _torch_and_refs():
 
 def _jax_embedding(path, x):
   exp = export_lib.load_export(path)
-  out, _ = exp.module.apply(exp.variables, jnp.asarray(x))
+  out, _ = jax.jit(exp.module.apply)(exp.variables, jnp.asarray(x))
   return np.asarray(out)
 
 

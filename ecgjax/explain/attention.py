@@ -95,6 +95,30 @@ def _rollout(module: nn.Module, n_tokens: int, variables: Any, kw: tuple, x: jax
   return rollout_matrix(maps), len(maps)
 
 
+_PLANS: dict[tuple[Any, ...], tuple[nn.Module, int]] = {}
+_MAX_PLANS = 32
+
+
+def _plan(module: nn.Module, variables: Any, x: jax.Array, kwargs: dict, kw: tuple
+          ) -> tuple[nn.Module, int]:
+  """(the encoder inside `module`, its token count) for inputs of x's shape: two abstract
+  traces, done once per (module, shape, lead subset) so that explaining batch after batch
+  costs only the rollout itself."""
+  key = (module, tuple(x.shape), kw)
+  if key not in _PLANS:
+    encoder = _encoder_of(module, variables, x, kwargs)
+    if isinstance(encoder, st_mem.STMEMEncoder):
+      n_tokens = x.shape[1] * (x.shape[2] // encoder.patch_size + 2)
+    else:  # frames: read off the maps
+      _, state = jax.eval_shape(
+          lambda v, x: module.apply(v, x, mutable=["intermediates"], **kwargs), variables, x)
+      n_tokens = _attention_maps(state["intermediates"])[0].shape[-1]
+    if len(_PLANS) >= _MAX_PLANS:
+      _PLANS.pop(next(iter(_PLANS)))
+    _PLANS[key] = (encoder, int(n_tokens))
+  return _PLANS[key]
+
+
 def attention_rollout(module: nn.Module, variables: Any, x: Any, *,
                       lead_idx: Any = None) -> Rollout:
   """Attention rollout of the transformer encoder inside `module` (an encoder or a classifier
@@ -103,18 +127,10 @@ def attention_rollout(module: nn.Module, variables: Any, x: Any, *,
   if x.ndim != 3:
     raise NoAttentionError(f"attention rollout takes signals (B, leads, T), got {x.shape}")
   kwargs = {} if lead_idx is None else {"lead_idx": np.asarray(lead_idx, np.int32)}
-  encoder = _encoder_of(module, variables, x, kwargs)
-  b, n_leads, t = x.shape
-  if isinstance(encoder, st_mem.STMEMEncoder):
-    n_patch = t // encoder.patch_size
-    n_tokens = n_leads * (n_patch + 2)
-  else:
-    n_tokens = None  # frames: read off the maps
   kw = tuple(sorted((k, tuple(np.asarray(v).tolist())) for k, v in kwargs.items()))
-  if n_tokens is None:
-    _, state = jax.eval_shape(
-        lambda v, x: module.apply(v, x, mutable=["intermediates"], **kwargs), variables, x)
-    n_tokens = _attention_maps(state["intermediates"])[0].shape[-1]
+  encoder, n_tokens = _plan(module, variables, x, kwargs, kw)
+  b, n_leads, t = x.shape
+  n_patch = t // encoder.patch_size if isinstance(encoder, st_mem.STMEMEncoder) else 0
   matrix, n_layers = _rollout(module, int(n_tokens), variables, kw, x)
   matrix = np.asarray(matrix)
   if isinstance(encoder, st_mem.STMEMEncoder):

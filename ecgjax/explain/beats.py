@@ -59,7 +59,8 @@ def _check_fs(fs: float) -> float:
   return fs
 
 
-def _bandpass(x: np.ndarray, fs: float, low: float, high: float) -> np.ndarray:
+def bandpass(x: np.ndarray, fs: float, low: float, high: float) -> np.ndarray:
+  """Zero-phase order-3 Butterworth band-pass along the last axis (the detector's filter)."""
   high = min(high, 0.45 * fs)  # a low rate keeps what it can of the band
   sos = sps.butter(3, [low, high], btype="bandpass", fs=fs, output="sos")
   pad = min(x.shape[-1] - 1, int(3 * fs))
@@ -91,7 +92,7 @@ def qrs_energy(signal: Any, fs: float) -> np.ndarray:
   live = (finite.mean(-1) > 0.5) & (np.ptp(x, axis=-1) > 0)
   if not live.any():
     raise ValueError("no lead carries a signal (every lead is flat or mostly NaN)")
-  e = _bandpass(x[live], fs, *QRS_BAND) ** 2
+  e = bandpass(x[live], fs, *QRS_BAND) ** 2
   level = _robust_level(e)
   w = _lead_weights(e, level)
   return ((e / level) * w).sum(0) / w.sum()
@@ -138,7 +139,7 @@ def detect_r_peaks(signal: Any, fs: float) -> np.ndarray:
   size = min(NEIGHBOURS, len(peaks))
   level = ndimage.median_filter(e[peaks], size=size, mode="mirror")
   filled = np.where(np.isfinite(x), x, 0.0)  # NaN samples count as missing (zero)
-  wide = _bandpass(filled, fs, 0.5, 40.0)
+  wide = bandpass(filled, fs, 0.5, 40.0)
   r = max(1, int(round(REFINE_S * fs)))
 
   def relative(y):  # y's maximum near each peak over the running median of those maxima
@@ -147,7 +148,7 @@ def detect_r_peaks(signal: Any, fs: float) -> np.ndarray:
 
   # A wide ectopic beat is steep AND large below 15 Hz; a burst of muscle noise is only steep,
   # a T wave only (sometimes) large.
-  slow = _per_level(_bandpass(filled, fs, 0.5, 15.0))
+  slow = _per_level(bandpass(filled, fs, 0.5, 15.0))
   ectopic = ((relative(_per_level(np.gradient(wide, axis=-1))) >= MIN_RELATIVE_SLOPE)
              & (relative(slow) >= MIN_RELATIVE_SIZE))
   peaks = peaks[(e[peaks] >= MIN_RELATIVE_ENERGY * level) | ectopic]

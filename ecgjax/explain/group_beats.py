@@ -41,7 +41,7 @@ def record_median_beat(record: Mapping[str, Any], times: np.ndarray,
   fs = float(record["fs"])
   if x.shape[-1] < int((window[1] - window[0]) * fs) + 2:
     return "shorter than one beat window"
-  clean = beats_lib._bandpass(np.where(np.isfinite(x), x, 0.0), fs, 0.5, 40.0)  # pylint: disable=protected-access
+  clean = beats_lib.bandpass(np.where(np.isfinite(x), x, 0.0), fs, 0.5, 40.0)
   clean[~np.isfinite(x)] = np.nan
   try:
     r = beats_lib.detect_r_peaks(x, fs)

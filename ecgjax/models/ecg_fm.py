@@ -141,14 +141,19 @@ class SelfAttention(nn.Module):
     k = _dense(d, "k_proj", self.dtype)(x)
     v = _dense(d, "v_proj", self.dtype)(x)
     q, k, v = (t.reshape(b, n, h, hd) for t in (q, k, v))
-    logits = jnp.einsum("bqhd,bkhd->bhqk", q, k)
-    weights = jax.nn.softmax(logits.astype(jnp.float32), axis=-1).astype(v.dtype)
-    if self.is_mutable_collection("intermediates"):
-      # Head-averaged weights for attention rollout (ecgjax.explain), only when asked for.
-      self.sow("intermediates", "attention", weights.astype(jnp.float32).mean(1))
-    weights = nn.Dropout(self.attention_dropout)(weights, deterministic=not train)
-    out = jnp.einsum("bhqk,bkhd->bqhd", weights, v).reshape(b, n, d)
-    return _dense(d, "out_proj", self.dtype)(out)
+    dropout = train and self.attention_dropout > 0
+    if dropout or self.is_mutable_collection("intermediates"):
+      # Dropout on the weights (pretraining) and attention rollout (ecgjax.explain, which
+      # sows the head-averaged weights) need them written out; the fused path has neither.
+      weights = layers.attention_weights(q, k)
+      if self.is_mutable_collection("intermediates"):
+        self.sow("intermediates", "attention", weights.mean(1))
+      weights = nn.Dropout(self.attention_dropout)(weights.astype(v.dtype),
+                                                   deterministic=not train)
+      out = jnp.einsum("bhqk,bkhd->bqhd", weights, v)
+    else:
+      out = layers.attend(q, k, v)
+    return _dense(d, "out_proj", self.dtype)(out.reshape(b, n, d))
 
 
 class PostLNLayer(nn.Module):

@@ -8,6 +8,7 @@ float32 regardless.
 
 from typing import Any
 
+from absl import logging
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
@@ -75,6 +76,41 @@ class Mlp(nn.Module):
     return dense(out_dim, "fc2", dtype=self.dtype)(x)
 
 
+# cuDNN's fused attention takes half-precision inputs whose head dim is a multiple of 8 up to 128.
+_CUDNN_DTYPES = (jnp.bfloat16, jnp.float16)
+_logged: set[tuple[str, str, int, str]] = set()
+
+
+def attention_implementation(dtype: Any, head_dim: int, platform: str | None = None) -> str:
+  """'cudnn' on a GPU when the fused kernel takes these inputs (bf16/fp16, head dim a
+  multiple of 8 up to 128), else 'xla'; the choice is logged once per setting."""
+  platform = platform or jax.default_backend()
+  fits = (jnp.dtype(dtype) in [jnp.dtype(t) for t in _CUDNN_DTYPES]
+          and head_dim % 8 == 0 and 8 <= head_dim <= 128)
+  impl = "cudnn" if platform in ("gpu", "cuda") and fits else "xla"
+  key = (platform, jnp.dtype(dtype).name, int(head_dim), impl)
+  if key not in _logged:
+    _logged.add(key)
+    logging.info("attention: jax.nn.dot_product_attention implementation=%r (%s, %s, head "
+                 "dim %d)", impl, platform, jnp.dtype(dtype).name, head_dim)
+  return impl
+
+
+def attend(q: jax.Array, k: jax.Array, v: jax.Array) -> jax.Array:
+  """softmax(q k^T) v over (batch, tokens, heads, head_dim) with q already scaled (as the
+  reference models scale it), through jax.nn.dot_product_attention: XLA's attention, or
+  cuDNN's fused kernel on a GPU when it fits. Softmax runs in float32 either way."""
+  impl = attention_implementation(q.dtype, q.shape[-1])
+  return jax.nn.dot_product_attention(q, k, v, scale=1.0, implementation=impl)
+
+
+def attention_weights(q: jax.Array, k: jax.Array) -> jax.Array:
+  """The (batch, heads, q, k) softmax weights, written out (for rollout and for dropout on
+  the weights, which the fused path does not have)."""
+  logits = jnp.einsum("bqhd,bkhd->bhqk", q, k)
+  return jax.nn.softmax(logits.astype(jnp.float32), axis=-1)
+
+
 class MultiHeadAttention(nn.Module):
   """Self-attention over (batch, tokens, width) with one fused qkv projection."""
   num_heads: int
@@ -93,13 +129,15 @@ class MultiHeadAttention(nn.Module):
     # Scaling q (n*hd values) is cheaper than scaling logits (n*n); for hd=64 the scale is 1/8, a
     # power of two, so the result is bit-identical to torch's scaling of the logits.
     q = q * jnp.asarray(hd ** -0.5, q.dtype)
-    logits = jnp.einsum("bqhd,bkhd->bhqk", q, k)
-    weights = jax.nn.softmax(logits.astype(jnp.float32), axis=-1).astype(v.dtype)
     if self.is_mutable_collection("intermediates"):
-      # Head-averaged weights for attention rollout (ecgjax.explain), only when asked for.
-      self.sow("intermediates", "attention", weights.astype(jnp.float32).mean(1))
-    out = jnp.einsum("bhqk,bkhd->bqhd", weights, v).reshape(b, n, h * hd)
-    return dense(self.out_dim or d, "out", dtype=self.dtype)(out)
+      # Attention rollout (ecgjax.explain) needs the weights: the written-out path, and the
+      # head-averaged weights sown, only when asked for.
+      weights = attention_weights(q, k)
+      self.sow("intermediates", "attention", weights.mean(1))
+      out = jnp.einsum("bhqk,bkhd->bqhd", weights.astype(v.dtype), v)
+    else:
+      out = attend(q, k, v)
+    return dense(self.out_dim or d, "out", dtype=self.dtype)(out.reshape(b, n, h * hd))
 
 
 @jax.custom_vjp

@@ -2,6 +2,7 @@
 
   python bench/pretrain_step.py --model st_mem --variant B/75 --batch 8 --steps 5
   python bench/pretrain_step.py --model st_mem --variant B/75 --batch 32 --dtype bfloat16
+  python bench/pretrain_step.py --model st_mem --variant B/75 --batch 8 --remat block
 
 The batch is random data of the training shape, so the number is the step alone (the
 input pipeline has its own benchmark). The JSON line is last, for scripts.
@@ -23,6 +24,8 @@ _VARIANT = flags.DEFINE_string("variant", "B/75", "size variant")
 _BATCH = flags.DEFINE_integer("batch", 8, "global batch size")
 _STEPS = flags.DEFINE_integer("steps", 5, "timed steps after the compiling one")
 _DTYPE = flags.DEFINE_enum("dtype", "float32", ["float32", "bfloat16"], "compute dtype")
+_REMAT = flags.DEFINE_enum("remat", "none", ["none", "block", "dots_saveable", "full"],
+                           "config.remat: what the backward pass recomputes")
 _SHARDING = flags.DEFINE_enum("param_sharding", "replicated", ["replicated", "fsdp"],
                               "parameter sharding over the devices")
 
@@ -44,6 +47,7 @@ def main(argv):
   config.batch_size = _BATCH.value
   config.dtype = _DTYPE.value
   config.param_sharding = _SHARDING.value
+  config.remat = _REMAT.value
   mesh = mesh_lib.make_mesh()
   objective = objectives.build(config)
   rng = np.random.default_rng(0)
@@ -67,9 +71,18 @@ def main(argv):
     jax.block_until_ready(metrics)
     times.append(time.perf_counter() - t0)
   med = statistics.median(times)
+  # XLA's own account of the step's buffers (what remat changes), beside the process's RSS.
+  temp_mib = None
+  if hasattr(train_step, "lower"):
+    try:
+      analysis = train_step.lower(state, batch).compile().memory_analysis()
+      temp_mib = round(analysis.temp_size_in_bytes / 2**20, 1)
+    except Exception:  # pylint: disable=broad-except  (a backend without the analysis)
+      temp_mib = None
   result = {
       "model": _MODEL.value, "variant": _VARIANT.value, "batch": config.batch_size,
-      "dtype": config.dtype, "param_sharding": config.param_sharding,
+      "dtype": config.dtype, "param_sharding": config.param_sharding, "remat": config.remat,
+      "xla_temp_mib": temp_mib,
       "samples_per_s": round(config.batch_size / med, 3),
       "median_step_s": round(med, 4), "min_step_s": round(min(times), 4),
       "compile_s": round(compile_s, 2),

@@ -54,6 +54,7 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   c.mode = "full"                 # full: train all | linear_probe: only the head | scratch:
                                   # random init (of the export's architecture, too)
   c.dtype = "float32"             # compute dtype: float32 or bfloat16 (params stay float32)
+  c.remat = "none"                # none | block | dots_saveable | full: recompute in backward
   c.use_bn = True                 # Net1D BatchNorm (ECGFounder: off; AnyECG-CCTA: on)
   c.backbone_dropout = 0.0        # Net1D dropout (AnyECG-CCTA: 0.5); 0 = off
   c.spatial_attention = placeholder(bool)  # ResNets: EIANet's attention gates on/off

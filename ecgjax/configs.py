@@ -114,6 +114,7 @@ def pretraining(variant: str) -> ml_collections.ConfigDict:
   c.model = ""                    # ecgjax.models registry name
   c.variant = variant             # size by name: mu (tests) ... B/75, base
   c.dtype = "float32"             # compute dtype: float32 or bfloat16 (params stay float32)
+  c.remat = "none"                # none | block | dots_saveable | full: recompute in backward
 
   # Data: any data spec (FORMAT:PATH?k=v&...); the default is the built-in generator.
   c.data = "synthetic:20000?seed=0&fs=250&seconds=10"

@@ -163,14 +163,16 @@ def backbone_of(config: ml_collections.ConfigDict, export: Any, n_outputs: int
   """The run's backbone: an export's encoder with its weights, or a Net1D/ResNet by name."""
   dtype = compute_dtype(config.dtype)
   if export is not None:
-    return model_lib.backbone_from_export(export, dtype=dtype, pooling=config.pooling or None)
+    return model_lib.backbone_from_export(export, dtype=dtype, pooling=config.pooling or None,
+                                          remat=config.get("remat", "none"))
   if config.pooling:
     raise ValueError(f"config.pooling={config.pooling!r} applies to an export's encoder; "
                      f"backbone {config.model} pools in its own way")
   return model_lib.build_backbone(config.model, config.variant, n_outputs, dtype=dtype,
                                   use_bn=config.use_bn, dropout=config.backbone_dropout,
                                   spatial_attention=config.get("spatial_attention"),
-                                  attention_residual=bool(config.get("attention_residual")))
+                                  attention_residual=bool(config.get("attention_residual")),
+                                  remat=config.get("remat", "none"))
 
 
 def load_split(workdir: str, split: int = 0, devices: Any = None) -> LoadedModel:

@@ -164,13 +164,14 @@ class PostLNLayer(nn.Module):
   attention_dropout: float = 0.1
   activation_dropout: float = 0.0
   dtype: Dtype = jnp.float32
+  remat: str = "none"  # "full": the attention is a region of its own (layers.REMAT)
 
   @nn.compact
   def __call__(self, x: jax.Array, train: bool) -> jax.Array:
     x = layers.backward_fusion_barrier(x)
     drop = lambda rate, y: nn.Dropout(rate)(y, deterministic=not train)  # noqa: E731
-    y = SelfAttention(self.num_heads, self.attention_dropout, self.dtype, name="self_attn")(
-        x, train)
+    attn = layers.remat_sublayer(SelfAttention, self.remat, static_argnums=(2,))
+    y = attn(self.num_heads, self.attention_dropout, self.dtype, name="self_attn")(x, train)
     x = layers.layer_norm("self_attn_layer_norm", dtype=self.dtype)(x + drop(self.dropout, y))
     y = nn.gelu(_dense(self.mlp_dim, "fc1", self.dtype)(x), approximate=False)
     y = _dense(x.shape[-1], "fc2", self.dtype)(drop(self.activation_dropout, y))
@@ -195,6 +196,7 @@ class ECGFMEncoder(nn.Module):
   # classifier's) | "feature_nonzero_mean" (scripts/embs.py: per feature, sum / nonzero count)
   pooling: str = "mean"
   dtype: Dtype = jnp.float32
+  remat: str = "none"  # config.remat (layers.REMAT): recomputation in the backward pass
 
   @nn.compact
   def __call__(self, x: jax.Array, *, train: bool = False, lead_idx: jax.Array | None = None,
@@ -221,9 +223,10 @@ class ECGFMEncoder(nn.Module):
                            self.dtype, name="conv_pos")(h)
     h = layers.layer_norm("encoder_layer_norm", dtype=self.dtype)(h)  # before the 1st layer
     h = nn.Dropout(self.dropout)(h, deterministic=not train)
+    layer = layers.remat_block(PostLNLayer, self.remat, static_argnums=(2,))
     for i in range(self.depth):
-      h = PostLNLayer(self.num_heads, self.mlp_dim, self.dropout, self.attention_dropout,
-                      self.activation_dropout, self.dtype, name=f"layers_{i}")(h, train)
+      h = layer(self.num_heads, self.mlp_dim, self.dropout, self.attention_dropout,
+                self.activation_dropout, self.dtype, self.remat, name=f"layers_{i}")(h, train)
     pooled = pool(h, self.pooling)
     aux = {"features": feats, "features_ln": feats_ln, "x_proj": x_proj, "hidden": h,
            "tokens": h, "pre_logits": pooled}
@@ -299,6 +302,7 @@ class ECGFM(nn.Module):
   dropout_features: float = 0.1  # on the quantiser's input (the targets' side)
   feature_grad_mult: float = 0.1
   dtype: Dtype = jnp.float32
+  remat: str = "none"  # config.remat, for the encoder's layers
 
   def encoder_overrides(self) -> dict[str, Any]:
     """ECGFMEncoder fields that differ from `decode_variant` defaults (none for now)."""
@@ -313,7 +317,7 @@ class ECGFM(nn.Module):
         self.width, self.depth, self.num_heads, self.mlp_dim, self.conv_channels,
         self.conv_pos_kernel, self.conv_pos_groups, self.dropout, self.attention_dropout,
         self.activation_dropout, self.dropout_input, self.feature_grad_mult, dtype=self.dtype,
-        name="encoder")
+        remat=self.remat, name="encoder")
     pooled, aux = encoder(x, mask=mask, train=train)
     unmasked = nn.Dropout(self.dropout_features)(aux["features_ln"], deterministic=not train)
     quant = GumbelQuantizer(self.latent_groups, self.latent_vars, self.final_dim,

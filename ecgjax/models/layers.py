@@ -76,6 +76,42 @@ class Mlp(nn.Module):
     return dense(out_dim, "fc2", dtype=self.dtype)(x)
 
 
+# config.remat: how much of the forward pass the backward pass recomputes (jax.checkpoint).
+REMAT = ("none", "block", "dots_saveable", "full")
+
+
+def check_remat(remat: str) -> None:
+  """Raises ConfigError naming config.remat unless it is one of REMAT."""
+  if remat not in REMAT:
+    from ecgjax.errors import ConfigError  # pylint: disable=g-import-not-at-top
+    raise ConfigError(f"config.remat={remat!r}: one of {', '.join(REMAT)}")
+
+
+def remat_block(cls: type[nn.Module], remat: str, static_argnums: tuple[int, ...] = ()
+                ) -> type[nn.Module]:
+  """A transformer block or CNN block class as a checkpoint region, per `remat`:
+  none: as is (XLA keeps what the backward pass needs); block and full: the backward pass
+  recomputes the block from its input (nothing inside saved); dots_saveable: matmul outputs
+  saved, only the elementwise work (GELU, norms, softmax) recomputed. static_argnums counts
+  self as 0 (a `train` flag after x is 2). Parameter paths do not change."""
+  check_remat(remat)
+  if remat == "none":
+    return cls
+  policy = (jax.checkpoint_policies.dots_saveable if remat == "dots_saveable"
+            else jax.checkpoint_policies.nothing_saveable)
+  return nn.remat(cls, policy=policy, static_argnums=static_argnums)
+
+
+def remat_sublayer(cls: type[nn.Module], remat: str, static_argnums: tuple[int, ...] = ()
+                   ) -> type[nn.Module]:
+  """With remat="full", an attention or MLP sub-layer as its own region inside its block's,
+  so recomputing a block holds one sub-layer's internals at a time; else `cls` as is."""
+  if remat != "full":
+    return cls
+  return nn.remat(cls, policy=jax.checkpoint_policies.nothing_saveable,
+                  static_argnums=static_argnums)
+
+
 # cuDNN's fused attention takes half-precision inputs whose head dim is a multiple of 8 up to 128.
 _CUDNN_DTYPES = (jnp.bfloat16, jnp.float16)
 _logged: set[tuple[str, str, int, str]] = set()
@@ -176,14 +212,21 @@ class Block(nn.Module):
   mlp_dim: int
   head_dim: int = 64
   dtype: Dtype = jnp.float32
+  remat: str = "none"  # "full": the attention and the MLP are regions of their own (REMAT)
 
   @nn.compact
   def __call__(self, x: jax.Array) -> jax.Array:
     x = backward_fusion_barrier(x)
     y = layer_norm("attn_norm", dtype=self.dtype)(x)
-    x = x + MultiHeadAttention(self.num_heads, self.head_dim, dtype=self.dtype, name="attn")(y)
+    attn = remat_sublayer(MultiHeadAttention, self.remat)
+    x = x + attn(self.num_heads, self.head_dim, dtype=self.dtype, name="attn")(y)
     y = layer_norm("mlp_norm", dtype=self.dtype)(x)
-    return x + Mlp(self.mlp_dim, dtype=self.dtype, name="mlp")(y)
+    return x + remat_sublayer(Mlp, self.remat)(self.mlp_dim, dtype=self.dtype, name="mlp")(y)
+
+
+def block_stack(remat: str) -> type[nn.Module]:
+  """The Block class to build a stack with under config.remat (see remat_block)."""
+  return remat_block(Block, remat)
 
 
 def no_lead_idx(name: str, lead_idx: Any) -> None:

@@ -155,6 +155,7 @@ class Net1D(nn.Module):
   use_dropout: bool = False  # ECGFounder: off; AnyECG-CCTA: on
   dropout_rate: float = 0.5
   dtype: Dtype = jnp.float32  # compute dtype; params stay float32
+  remat: str = "none"  # config.remat (layers.REMAT): each block a region
 
   @nn.compact
   def __call__(self, x: jax.Array, *, train: bool = False,
@@ -171,10 +172,11 @@ class Net1D(nn.Module):
                        name="stem_bn")(x)
     x = nn.swish(x)
     self.sow("intermediates", "stem_out", x)
+    block = layers.remat_block(Net1DBlock, self.remat, static_argnums=(2,))
     for s, (out, n) in enumerate(zip(self.filters, self.blocks)):
       mid = int(out * self.ratio)
       for b in range(n):
-        x = Net1DBlock(out, mid, self.kernel, self.stride if b == 0 else 1,
+        x = block(out, mid, self.kernel, self.stride if b == 0 else 1,
                        groups=max(mid // self.groups_width, 1),
                        first_of_network=(s == 0 and b == 0), use_bn=self.use_bn,
                        use_dropout=self.use_dropout, dropout_rate=self.dropout_rate,

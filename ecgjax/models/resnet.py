@@ -146,10 +146,12 @@ class ResNetBody(nn.Module):
   attention_kernel: int = 7
   attention_residual: bool = False  # gate as x * (1 + a) (module docstring)
   dtype: Dtype = jnp.float32
+  remat: str = "none"  # config.remat (layers.REMAT): each residual block a region
 
   @nn.compact
   def __call__(self, x: jax.Array, *, train: bool = False) -> tuple[jax.Array, dict[str, Any]]:
-    block_cls = {"basic": BasicBlock, "bottleneck": Bottleneck}[self.block]
+    block_cls = layers.remat_block({"basic": BasicBlock, "bottleneck": Bottleneck}[self.block],
+                                   self.remat, static_argnums=(2,))
     x = x.astype(self.dtype)
     x = _conv(self.width, self.stem_kernel, self.ndim, 2, "stem_conv", self.dtype)(x)
     x = nn.relu(_bn(train, "stem_bn", self.dtype)(x))
@@ -189,6 +191,7 @@ class ResNet1D(nn.Module):
   attention_kernel: int = 7
   attention_residual: bool = False
   dtype: Dtype = jnp.float32
+  remat: str = "none"  # config.remat (layers.REMAT)
 
   @nn.compact
   def __call__(self, x: jax.Array, *, train: bool = False,
@@ -199,7 +202,7 @@ class ResNet1D(nn.Module):
     return ResNetBody(self.stage_sizes, self.block, 1, self.stem_kernel, self.kernel,
                       self.num_classes, self.width, self.spatial_attention,
                       self.attention_kernel, self.attention_residual, self.dtype,
-                      name="body")(x, train=train)
+                      self.remat, name="body")(x, train=train)
 
 
 class ResNet2D(nn.Module):
@@ -214,6 +217,7 @@ class ResNet2D(nn.Module):
   attention_kernel: int = 7
   attention_residual: bool = False
   dtype: Dtype = jnp.float32
+  remat: str = "none"  # config.remat (layers.REMAT)
 
   @nn.compact
   def __call__(self, x: jax.Array, *, train: bool = False,
@@ -223,4 +227,4 @@ class ResNet2D(nn.Module):
     return ResNetBody(self.stage_sizes, self.block, 2, self.stem_kernel, self.kernel,
                       self.num_classes, self.width, self.spatial_attention,
                       self.attention_kernel, self.attention_residual, self.dtype,
-                      name="body")(x, train=train)
+                      self.remat, name="body")(x, train=train)

@@ -61,6 +61,7 @@ class STMEMEncoder(nn.Module):
   num_leads: int = 12  # rows of the lead-embedding table (I, II, III, aVR, aVL, aVF, V1..V6)
   head_dim: int = 64
   dtype: Dtype = jnp.float32  # compute dtype; params stay float32
+  remat: str = "none"  # config.remat (layers.REMAT): recomputation in the backward pass
 
   @property
   def num_patches(self) -> int:
@@ -118,9 +119,10 @@ class STMEMEncoder(nn.Module):
     n_tok = tok.shape[2]
     tok = tok.reshape(b, n_leads * n_tok, d)
 
+    block = layers.block_stack(self.remat)
     for i in range(self.depth):
-      tok = layers.Block(self.num_heads, self.mlp_dim, self.head_dim, dtype=dt,
-                         name=f"block_{i}")(tok)
+      tok = block(self.num_heads, self.mlp_dim, self.head_dim, dtype=dt, remat=self.remat,
+                  name=f"block_{i}")(tok)
     encoded = tok
     norm = layers.layer_norm("norm", dtype=dt)
     tokens = norm(encoded)
@@ -146,6 +148,7 @@ class STMEM(nn.Module):
   decoder_mlp_dim: int = 1024
   mask_ratio: float = 0.75  # fraction of each lead's patches hidden from the encoder
   dtype: Dtype = jnp.float32
+  remat: str = "none"  # config.remat, for the encoder's and the decoder's blocks
 
   @property
   def num_patches(self) -> int:
@@ -161,7 +164,8 @@ class STMEM(nn.Module):
   def make_encoder(self, name: str | None = None) -> STMEMEncoder:
     """The encoder with this model's sizes (a fresh, unbound module when called outside apply)."""
     return STMEMEncoder(self.width, self.depth, self.num_heads, self.mlp_dim, self.patch_size,
-                        self.seq_len, self.num_leads, self.head_dim, self.dtype, name=name)
+                        self.seq_len, self.num_leads, self.head_dim, self.dtype, self.remat,
+                        name=name)
 
   @nn.compact
   def __call__(self, x: jax.Array, noise: jax.Array, *, lead_idx: jax.Array | None = None
@@ -194,9 +198,10 @@ class STMEM(nn.Module):
     right = h[:, :, -1:] + dpos[-1].astype(dt)
     seq = jnp.concatenate([left, full, right], axis=2).reshape(b * n_leads, n + 2, dw)
     # Leads go into the batch axis: every lead is decoded on its own by the same blocks.
+    block = layers.block_stack(self.remat)
     for i in range(self.decoder_depth):
-      seq = layers.Block(self.decoder_heads, self.decoder_mlp_dim, self.head_dim, dtype=dt,
-                         name=f"decoder_block_{i}")(seq)
+      seq = block(self.decoder_heads, self.decoder_mlp_dim, self.head_dim, dtype=dt,
+                  remat=self.remat, name=f"decoder_block_{i}")(seq)
     seq = seq.reshape(b, n_leads, n + 2, dw)[:, :, 1:-1]  # SEP outputs are never predicted
     seq = layers.layer_norm("decoder_norm", epsilon=1e-6, dtype=dt)(seq)
     pred = layers.dense(self.patch_size, "decoder_head", dtype=dt)(seq)

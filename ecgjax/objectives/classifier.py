@@ -75,7 +75,7 @@ class Backbone:
 def build_backbone(name: str, variant: str, num_outputs: int, *, dtype: Any = jnp.float32,
                    use_bn: bool = True, dropout: float = 0.0,
                    spatial_attention: bool | None = None,
-                   attention_residual: bool = False) -> Backbone:
+                   attention_residual: bool = False, remat: str = "none") -> Backbone:
   """A randomly initialised Net1D / ResNet with `num_outputs` head units; `spatial_attention`
   (ResNets) overrides the variant's EIANet attention gates (None: the variant's);
   `attention_residual` applies them as x * (1 + a)."""
@@ -94,7 +94,8 @@ def build_backbone(name: str, variant: str, num_outputs: int, *, dtype: Any = jn
     if not name.startswith("resnet"):
       raise ValueError(f"config.attention_residual applies to the ResNets, not {name!r}")
     overrides["attention_residual"] = True
-  module = models.build_model(name, variant, dtype=dtype, **overrides)
+  # remat is a training-time choice: not among the overrides an export records.
+  module = models.build_model(name, variant, dtype=dtype, remat=remat, **overrides)
   return Backbone(module, name, variant, overrides, emits_logits=True)
 
 
@@ -123,7 +124,7 @@ def freeze_patterns(freeze: str) -> tuple[str, ...]:
 
 
 def backbone_from_export(export: Any, *, dtype: Any = jnp.float32,
-                         pooling: str | None = None) -> Backbone:
+                         pooling: str | None = None, remat: str = "none") -> Backbone:
   """The encoder of an `ecgjax.export.Export`, with its weights; `pooling` replaces the
   encoder's pooling (ECG-FM: mean | nonzero_mean | feature_nonzero_mean)."""
   enc = export.config["encoder"]
@@ -134,7 +135,8 @@ def backbone_from_export(export: Any, *, dtype: Any = jnp.float32,
       raise ValueError(f"config.pooling={pooling!r}: the export's encoder {enc['module']} has "
                        "no pooling option")
     overrides["pooling"] = pooling
-  module = models.build_model(enc["module"], export.config["variant"], dtype=dtype, **overrides)
+  module = models.build_model(enc["module"], export.config["variant"], dtype=dtype, remat=remat,
+                              **overrides)
   lead_idx = None
   if models.has_lead_table(module):
     names = leads_lib.parse_leads(export.config["input"]["leads"])

@@ -193,7 +193,7 @@ class LeadDropContrastive(base.Objective):
                lead_drop_p: float = DEFAULTS["lead_drop_p"],
                temperature: float = DEFAULTS["temperature"], proj_dim: int = DEFAULTS["proj_dim"],
                positives: str = DEFAULTS["positives"], dtype: str = "float32",
-               encoder: str = "st_mem_encoder"):
+               encoder: str = "st_mem_encoder", remat: str = "none"):
     if positives not in POSITIVES:
       raise ValueError(f"positives must be one of {POSITIVES}, got {positives!r}")
     if proj_dim < 0:
@@ -203,7 +203,7 @@ class LeadDropContrastive(base.Objective):
     self.view_len, self.view_mode = int(view_len), view_mode
     self.lead_drop_p, self.temperature, self.positives = lead_drop_p, temperature, positives
     self.encoder = view_encoders.build(encoder, variant, self.view_len, self.leads,
-                                       compute_dtype(dtype))
+                                       compute_dtype(dtype), remat=remat)
     self.frozen_patterns = self.encoder.frozen_patterns
     self.head = ProjectionHead(self.encoder.width, proj_dim) if proj_dim else None
 
@@ -264,4 +264,5 @@ def view_options(config: ml_collections.ConfigDict, name: str) -> dict[str, Any]
 def _build(config: ml_collections.ConfigDict) -> LeadDropContrastive:
   return LeadDropContrastive(config.variant, leads=tuple(config.input.leads),
                              dtype=config.dtype, encoder=config.model,
+                             remat=config.get("remat", "none"),
                              **view_options(config, "contrastive"))

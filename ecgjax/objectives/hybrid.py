@@ -54,7 +54,8 @@ class HybridObjective(base.Objective):
                temperature: float = DEFAULTS["temperature"], proj_dim: int = DEFAULTS["proj_dim"],
                positives: str = DEFAULTS["positives"], w_mae: float = DEFAULTS["w_mae"],
                w_con: float = DEFAULTS["w_con"], weighting: str = DEFAULTS["weighting"],
-               contrastive_pass: str = DEFAULTS["contrastive_pass"], dtype: str = "float32"):
+               contrastive_pass: str = DEFAULTS["contrastive_pass"], dtype: str = "float32",
+               remat: str = "none"):
     if weighting not in WEIGHTINGS:
       raise ValueError(f"weighting must be one of {WEIGHTINGS}, got {weighting!r}")
     if contrastive_pass not in CONTRASTIVE_PASSES:
@@ -70,7 +71,8 @@ class HybridObjective(base.Objective):
     self.w_mae, self.w_con, self.weighting = float(w_mae), float(w_con), weighting
     self.contrastive_pass = contrastive_pass
     self.model = models.build_model("st_mem", variant, seq_len=self.view_len,
-                                    mask_ratio=mask_ratio, dtype=compute_dtype(dtype))
+                                    mask_ratio=mask_ratio, dtype=compute_dtype(dtype),
+                                    remat=remat)
     # The same encoder, unbound: applied to params["model"]["encoder"] for the "full" pass.
     self.encoder = self.model.make_encoder()
     self.head = con.ProjectionHead(self.model.width, proj_dim)
@@ -155,4 +157,5 @@ def _build(config: ml_collections.ConfigDict) -> HybridObjective:
   if config.model != "st_mem":
     raise ValueError(f"objective 'hybrid' trains model 'st_mem', got config.model={config.model!r}")
   return HybridObjective(config.variant, leads=tuple(config.input.leads), dtype=config.dtype,
+                         remat=config.get("remat", "none"),
                          **con.view_options(config, "hybrid"))

@@ -38,8 +38,9 @@ class MaskedAutoencoder(base.Objective):
 
   def __init__(self, variant: str, *, leads: tuple[str, ...], samples: int,
                mask_ratio: float = DEFAULTS["mask_ratio"], dtype: str = "float32", fs: float = 250.0,
-               model_overrides: dict[str, Any] | None = None):
-    """model_overrides: STMEM fields beyond the variant (e.g. a checkpoint's sizes)."""
+               model_overrides: dict[str, Any] | None = None, remat: str = "none"):
+    """model_overrides: STMEM fields beyond the variant (e.g. a checkpoint's sizes); remat:
+    config.remat (not part of the export: a training-time choice)."""
     self.variant = variant
     self.fs = fs
     self.leads = tuple(leads)
@@ -47,7 +48,7 @@ class MaskedAutoencoder(base.Objective):
     self.lead_idx = np.asarray(leads_lib.lead_indices(self.leads), np.int32)
     self.overrides = {"seq_len": int(samples)}
     self.model = models.build_model("st_mem", variant, mask_ratio=mask_ratio,
-                                    dtype=compute_dtype(dtype), **self.overrides,
+                                    dtype=compute_dtype(dtype), remat=remat, **self.overrides,
                                     **(model_overrides or {}))
     # The export's encoder is rebuilt from the variant: carry the encoder's own overrides.
     encoder_fields = {f.name for f in dataclasses.fields(st_mem.STMEMEncoder)}
@@ -127,4 +128,5 @@ def _build(config: ml_collections.ConfigDict) -> MaskedAutoencoder:
     raise ValueError(f"objective 'mae' trains model 'st_mem', got config.model={config.model!r}")
   return MaskedAutoencoder(config.variant, leads=tuple(config.input.leads),
                            samples=config.input.samples, dtype=config.dtype, fs=config.input.fs,
+                           remat=config.get("remat", "none"),
                            **objectives.options(config, "mae"))

@@ -209,5 +209,6 @@ def _build(config: ml_collections.ConfigDict) -> Supervised:
                      "finetune/finetune.py reads them from the data")
   backbone = model_lib.build_backbone(config.model, config.variant, len(labels),
                                       dtype=compute_dtype(config.dtype),
-                                      use_bn=config.use_bn, dropout=config.backbone_dropout)
+                                      use_bn=config.use_bn, dropout=config.backbone_dropout,
+                                      remat=config.get("remat", "none"))
   return build_from_config(config, backbone, labels)

@@ -63,11 +63,12 @@ class StMemViews:
 
   frozen_patterns = st_mem.FROZEN_IN_PRETRAINING
 
-  def __init__(self, variant: str, view_len: int, leads: tuple[str, ...], dtype):
+  def __init__(self, variant: str, view_len: int, leads: tuple[str, ...], dtype,
+               remat: str = "none"):
     self.variant, self.view_len, self.leads = variant, int(view_len), tuple(leads)
     self.lead_idx = np.asarray(leads_lib.lead_indices(self.leads), np.int32)
     self.module = models.build_model("st_mem_encoder", variant, seq_len=self.view_len,
-                                     dtype=dtype)
+                                     dtype=dtype, remat=remat)
     self.width = self.module.width
 
   def init(self, rng: jax.Array, x: jax.Array) -> PyTree:
@@ -94,10 +95,10 @@ class EcgFmViews:
   frozen_patterns: tuple[str, ...] = ()
 
   def __init__(self, variant: str, view_len: int, leads: tuple[str, ...], dtype,
-               feature_grad_mult: float = 0.1):
+               feature_grad_mult: float = 0.1, remat: str = "none"):
     self.variant, self.view_len, self.leads = variant, int(view_len), tuple(leads)
     self.module = models.build_model("ecg_fm_encoder", variant, dtype=dtype,
-                                     feature_grad_mult=feature_grad_mult)
+                                     feature_grad_mult=feature_grad_mult, remat=remat)
     self.width = self.module.width
     if conv_frames(self.view_len) < 2:
       raise ValueError(f"ECG-FM views of {view_len} samples give fewer than 2 frames")
@@ -116,13 +117,14 @@ class EcgFmViews:
     return ecg_fm_description(self.variant, self.width, self.view_len)
 
 
-def build(model: str, variant: str, view_len: int, leads: tuple[str, ...], dtype):
+def build(model: str, variant: str, view_len: int, leads: tuple[str, ...], dtype, *,
+          remat: str = "none"):
   """The adapter for `config.model` (st_mem_encoder | ecg_fm_encoder)."""
   family = FAMILIES.get(model)
   if family is None:
     raise ValueError(f"view objectives train st_mem_encoder or ecg_fm_encoder, got "
                      f"config.model={model!r}")
   if family == "st_mem":
-    return StMemViews(variant, view_len, leads, dtype)
-  return EcgFmViews(variant, view_len, leads, dtype)
+    return StMemViews(variant, view_len, leads, dtype, remat=remat)
+  return EcgFmViews(variant, view_len, leads, dtype, remat=remat)
 

@@ -149,7 +149,8 @@ class Wav2Vec2(base.Objective):
   """ECG-FM pretraining: contrastive + codebook diversity + feature penalty."""
 
   def __init__(self, variant: str, *, samples: int, dtype: str = "float32",
-               model_overrides: dict[str, Any] | None = None, **options: Any):
+               model_overrides: dict[str, Any] | None = None, remat: str = "none",
+               **options: Any):
     """model_overrides: ECGFM fields beyond the variant (sizes, dropouts), e.g. for tests."""
     unknown = set(options) - set(DEFAULTS)
     if unknown:
@@ -168,7 +169,7 @@ class Wav2Vec2(base.Objective):
       raise ValueError(f"{samples} samples give {self.frames} frames, too few for spans of "
                        f"{self.opts['mask_length']}")
     self.model = models.build_model("ecg_fm", variant, dtype=compute_dtype(dtype),
-                                    **(model_overrides or {}))
+                                    remat=remat, **(model_overrides or {}))
     self.num_vars = self.model.latent_groups * self.model.latent_vars
 
   def masks(self, rng: jax.Array, index: jax.Array | None, batch_size: int) -> jax.Array:
@@ -259,4 +260,5 @@ def _build(config: ml_collections.ConfigDict) -> Wav2Vec2:
   if config.model != "ecg_fm":
     raise ValueError(f"objective 'wav2vec2' trains model 'ecg_fm', got {config.model!r}")
   return Wav2Vec2(config.variant, samples=config.input.samples, dtype=config.dtype,
+                  remat=config.get("remat", "none"),
                   **objectives.options(config, "wav2vec2"))

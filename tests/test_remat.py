@@ -55,3 +55,18 @@ def test_remat_really_recomputes_and_bad_names_are_refused():
   assert "remat" in str(jaxpr) or "checkpoint" in str(jaxpr)
   with pytest.raises(ConfigError, match="config.remat='some'"):
     layers.check_remat("some")
+
+
+def test_config_remat_reaches_every_model_and_stays_out_of_exports():
+  from configs import ecgfm, hybrid, stmem  # pylint: disable=g-import-not-at-top
+  from ecgjax import objectives  # pylint: disable=g-import-not-at-top
+  from ecgjax.objectives import classifier  # pylint: disable=g-import-not-at-top
+  for config, get in ((stmem.get_config("variant=mu"), lambda o: o.model),
+                      (hybrid.get_config("variant=mu,preset=hybrid"), lambda o: o.model),
+                      (hybrid.get_config("variant=mu,preset=contrastive"),
+                       lambda o: o.encoder.module),
+                      (ecgfm.get_config("variant=mu,recipe=wav2vec2"), lambda o: o.model)):
+    config.remat = "dots_saveable"
+    assert get(objectives.build(config)).remat == "dots_saveable", config.objective
+  b = classifier.build_backbone("net1d", "mu", 3, remat="block")
+  assert b.module.remat == "block" and "remat" not in b.overrides

@@ -57,6 +57,8 @@ def test_official_goldens_come_back_key_for_key(shared_dir):
 
 
 def _mu_export(directory, module_name: str, preset: str, samples: int, **overrides) -> str:
+  """A mu encoder export with non-trivial weights; `samples` is the init length only (the
+  contract is the preset's; Net1D's weights do not depend on the length)."""
   module = models.build_model(module_name, "mu", **overrides)
   x = jnp.zeros((1, 12, samples), jnp.float32)
   params = jax.jit(module.init)(jax.random.PRNGKey(3), x)["params"]
@@ -107,13 +109,13 @@ def test_ecgjax_encoders_run_in_the_torch_references(tmp_path, capsys):
   to_torch._check_same(exp.params, conv.params, "ST-MEM")  # pylint: disable=protected-access
 
   # ECGFounder: {'state_dict': ...} of Net1D with its (unapplied) BatchNorms and a dense head.
-  path = _mu_export(tmp_path / "n", "net1d", "ecgfounder", 5000, num_classes=0)
+  path = _mu_export(tmp_path / "n", "net1d", "ecgfounder", 1000, num_classes=0)
   assert cli_main(["export", "--to", "ecgfounder", path, str(tmp_path / "n.pth"),
                    "--num-labels", "5"]) == 0
   ckpt = torch.load(tmp_path / "n.pth", weights_only=True)
   net = refs.Net1D()
   net.load_state_dict(ckpt["state_dict"], strict=True)
-  x = rng.normal(size=(2, 12, 5000)).astype(np.float32)
+  x = rng.normal(size=(2, 12, 1000)).astype(np.float32)  # Net1D takes any length
   with torch.no_grad():
     logits, feat = net.eval()(torch.from_numpy(x))
   assert rel_err(_jax_embedding(path, x), feat.numpy()) < 1e-5
@@ -161,11 +163,11 @@ def test_refusals_name_the_problem(tmp_path, capsys):
   fm = export_lib.load_export(_mu_export(tmp_path / "f", "ecg_fm_encoder", "ecg_fm", 2500))
   with pytest.raises(to_torch.ExportToTorchError, match="--num-labels"):
     to_torch.export_to_torch(fm, "ecg-fm")
-  n = export_lib.load_export(_mu_export(tmp_path / "n", "net1d", "ecgfounder", 5000,
+  n = export_lib.load_export(_mu_export(tmp_path / "n", "net1d", "ecgfounder", 1000,
                                         num_classes=0))
   with pytest.raises(to_torch.ExportToTorchError, match="pass --num-labels"):
     to_torch.export_to_torch(n, "ecgfounder")
-  head = export_lib.load_export(_mu_export(tmp_path / "h", "net1d", "ecgfounder", 5000,
+  head = export_lib.load_export(_mu_export(tmp_path / "h", "net1d", "ecgfounder", 1000,
                                            num_classes=4))
   assert to_torch.export_to_torch(head, "ecgfounder").state["dense.weight"].shape == (4, 64)
   with pytest.raises(to_torch.ExportToTorchError, match="head has 4 outputs"):

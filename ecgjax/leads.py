@@ -112,3 +112,32 @@ def reorder(
     if n in pos:
       out[j] = signal[pos[n]]
   return out, mask
+
+
+# The four limb leads that follow from I and II (Einthoven: III = II - I; Goldberger's augmented
+# leads: aVR = -(I + II) / 2, aVL = I - II / 2, aVF = II - I / 2), as (coefficient of I, of II).
+DERIVED_LIMB: dict[str, tuple[float, float]] = {
+    "III": (-1.0, 1.0), "aVR": (-0.5, -0.5), "aVL": (1.0, -0.5), "aVF": (-0.5, 1.0),
+}
+
+
+def derive_limb_leads(signal: np.ndarray, names: Sequence[str]
+                      ) -> tuple[np.ndarray, tuple[str, ...], tuple[str, ...]]:
+  """Adds III, aVR, aVL and aVF computed from I and II where the record lacks them.
+
+  Formats that store 8 leads (I, II, V1-V6: GE MUSE among them) leave the other four to the
+  reader; they are exact linear combinations, so a derived lead is a present lead. Returns
+  (signal with the derived rows appended, its lead names, the names derived); unchanged when I
+  or II is missing or nothing is absent. Computed in float64, returned in signal's dtype.
+  """
+  src = parse_leads(names)
+  if signal.ndim != 2 or signal.shape[0] != len(src):
+    raise ValueError(f"signal of shape {signal.shape} does not match {len(src)} leads {src}")
+  missing = tuple(n for n in DERIVED_LIMB if n not in src)
+  if not missing or "I" not in src or "II" not in src:
+    return signal, src, ()
+  lead_i = signal[src.index("I")].astype(np.float64)
+  lead_ii = signal[src.index("II")].astype(np.float64)
+  rows = [DERIVED_LIMB[n][0] * lead_i + DERIVED_LIMB[n][1] * lead_ii for n in missing]
+  out = np.concatenate([signal, np.stack(rows).astype(signal.dtype)])
+  return out, src + missing, missing

@@ -1,0 +1,233 @@
+"""GE MUSE XML resting ECGs (`muse:PATH?waveform=rhythm|median`).
+
+PATH is one XML file or a directory searched recursively; a file is a MUSE export when its
+content holds a `<RestingECG>` root, whatever its name, extension or text encoding (the XML
+declaration says it; MUSE writes ISO-8859-1 or UTF-8, some tools UTF-16). Each file is one
+record: record_id = the path relative to PATH (without a .xml extension), patient_id =
+`PatientDemographics/PatientID` (the record_id when empty), fold 0, unlabelled.
+
+What is read (SPEC section 14): the `<Waveform>` whose `WaveformType` is Rhythm (default) or
+Median; its rate `SampleBase` x 10^`SampleExponent`; per `<LeadData>` the base64 little-endian
+int16 `WaveFormData`, scaled by `LeadAmplitudeUnitsPerBit` in `LeadAmplitudeUnits`
+(MICROVOLTS or MILLIVOLTS) to mV. `FirstSampleBaseline` is ignored, as public MUSE parsers do,
+and kept in the metadata. MUSE stores 8 leads (I, II, V1-V6): III, aVR, aVL and aVF are
+derived exactly (`leads.derive_limb_leads`) and are present leads; the metadata lists them.
+Leads that are not among the standard 12 are left out and listed. Acquisition date and time and
+the diagnosis statements are metadata too (`MuseSource.info`).
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import os
+import re
+from typing import Any
+import xml.etree.ElementTree as ET
+
+import numpy as np
+
+from ecgjax import leads as leads_lib
+from ecgjax.data import sources
+from ecgjax.data import specs
+
+WAVEFORMS = ("rhythm", "median")
+_UNITS_TO_MV = {"MICROVOLTS": 1e-3, "MICROVOLT": 1e-3, "UV": 1e-3, "MILLIVOLTS": 1.0,
+                "MILLIVOLT": 1.0, "MV": 1.0}
+_SNIFF_BYTES = 4096
+
+
+def _head_text(path: str) -> str:
+  """The first bytes of a file as text, decoded by its byte-order mark (UTF-16) or as Latin-1
+  (enough to find a root element name in any of the encodings MUSE files come in)."""
+  try:
+    with open(path, "rb") as f:
+      head = f.read(_SNIFF_BYTES)
+  except OSError:
+    return ""
+  if head.startswith((b"\xff\xfe", b"\xfe\xff")):
+    return head.decode("utf-16", errors="ignore")
+  return head.decode("latin-1")
+
+
+def is_muse_file(path: str) -> bool:
+  """True when the file's content starts a MUSE RestingECG document."""
+  return bool(re.search(r"<\s*RestingECG[\s>]", _head_text(path)))
+
+
+def _list_files(root: str) -> list[str]:
+  if os.path.isfile(root):
+    return [root]
+  out = []
+  for dirpath, dirnames, filenames in os.walk(root):
+    dirnames.sort()
+    out += [os.path.join(dirpath, f) for f in sorted(filenames)]
+  return out
+
+
+def _text(node: ET.Element | None, path: str, default: str = "") -> str:
+  found = None if node is None else node.find(path)
+  return default if found is None or found.text is None else found.text.strip()
+
+
+def _parse(path: str, rid: str) -> ET.Element:
+  try:
+    with open(path, "rb") as f:
+      root = ET.fromstring(f.read())  # bytes: the XML declaration picks the encoding
+  except OSError as e:
+    raise sources.BadRecordError(rid, f"{path}: cannot read: {e}") from None
+  except ET.ParseError as e:
+    raise sources.BadRecordError(rid, f"{path}: malformed XML: {e}") from None
+  if root.tag != "RestingECG":
+    raise sources.BadRecordError(rid, f"{path}: root element <{root.tag}>, not <RestingECG>")
+  return root
+
+
+def read_header(root: ET.Element) -> dict[str, Any]:
+  """Patient id, acquisition date and time, and the diagnosis statements of a MUSE file."""
+  statements = [s for s in (_text(st, "StmtText") for st in root.iter("DiagnosisStatement"))
+                if s]
+  return {"patient_id": _text(root, "PatientDemographics/PatientID"),
+          "acquisition_date": _text(root, "TestDemographics/AcquisitionDate"),
+          "acquisition_time": _text(root, "TestDemographics/AcquisitionTime"),
+          "statements": statements}
+
+
+def read_waveform(root: ET.Element, path: str, rid: str, waveform: str = "rhythm"
+                  ) -> dict[str, Any]:
+  """{"signal" (12, n) mV in LEADS_12 order, "lead_mask", "fs", "derived", "left_out",
+  "first_sample_baseline"} of the file's `waveform`; BadRecordError naming what is wrong."""
+  wanted = [w for w in root.findall("Waveform")
+            if _text(w, "WaveformType").lower() == waveform]
+  if not wanted:
+    kinds = sorted({_text(w, "WaveformType") for w in root.findall("Waveform")})
+    raise sources.BadRecordError(rid, f"{path}: no {waveform} <Waveform> (the file has: "
+                                 f"{', '.join(k for k in kinds if k) or 'none'})")
+  wave = wanted[0]
+  try:
+    fs = float(_text(wave, "SampleBase")) * 10.0 ** float(_text(wave, "SampleExponent", "0"))
+  except ValueError:
+    fs = 0.0
+  if not fs > 0:
+    raise sources.BadRecordError(rid, f"{path}: {waveform} waveform has no valid SampleBase "
+                                 f"({_text(wave, 'SampleBase')!r})")
+  rows, names, left_out, baselines = [], [], [], {}
+  for lead in wave.findall("LeadData"):
+    name = _text(lead, "LeadID")
+    try:
+      canon = leads_lib.canonical_lead(name)
+    except ValueError:
+      left_out.append(name or "(unnamed)")
+      continue
+    if canon in names:
+      raise sources.BadRecordError(rid, f"{path}: lead {canon} appears twice")
+    try:
+      raw = base64.b64decode(_text(lead, "WaveFormData"), validate=False)
+    except (binascii.Error, ValueError) as e:
+      raise sources.BadRecordError(rid, f"{path}: lead {name}: WaveFormData is not base64 "
+                                   f"({e})") from None
+    if not raw or len(raw) % 2:
+      raise sources.BadRecordError(rid, f"{path}: lead {name}: WaveFormData decodes to "
+                                   f"{len(raw)} bytes, not a whole number of int16 samples")
+    counts = np.frombuffer(raw, "<i2")
+    want = _text(lead, "LeadSampleCountTotal")
+    if want.isdigit() and int(want) != counts.size:
+      raise sources.BadRecordError(rid, f"{path}: lead {name}: {counts.size} samples decoded, "
+                                   f"LeadSampleCountTotal says {want}")
+    unit = _text(lead, "LeadAmplitudeUnits", "MICROVOLTS").upper()
+    if unit not in _UNITS_TO_MV:
+      raise sources.BadRecordError(rid, f"{path}: lead {name}: unknown LeadAmplitudeUnits "
+                                   f"{unit!r} (known: MICROVOLTS, MILLIVOLTS)")
+    try:
+      per_bit = float(_text(lead, "LeadAmplitudeUnitsPerBit", "4.88"))
+    except ValueError:
+      raise sources.BadRecordError(rid, f"{path}: lead {name}: LeadAmplitudeUnitsPerBit "
+                                   f"{_text(lead, 'LeadAmplitudeUnitsPerBit')!r} is not a "
+                                   "number") from None
+    baselines[canon] = _text(lead, "FirstSampleBaseline", "0")
+    rows.append(counts.astype(np.float64) * per_bit * _UNITS_TO_MV[unit])
+    names.append(canon)
+  if not rows:
+    raise sources.BadRecordError(rid, f"{path}: the {waveform} waveform has no standard lead")
+  if len({r.size for r in rows}) > 1:
+    sizes = ", ".join(f"{n} {r.size}" for n, r in zip(names, rows))
+    raise sources.BadRecordError(rid, f"{path}: leads of different lengths ({sizes})")
+  signal, names_all, derived = leads_lib.derive_limb_leads(np.stack(rows), names)
+  signal, mask = leads_lib.reorder(signal.astype(np.float32), names_all, leads_lib.LEADS_12)
+  return {"signal": signal, "lead_mask": mask, "fs": fs, "derived": derived,
+          "left_out": tuple(left_out), "first_sample_baseline": baselines}
+
+
+class MuseSource(sources.Source):
+  """MUSE XML files, one record each, in the 12 standard leads (absent ones masked)."""
+
+  def __init__(self, root: str, waveform: str = "rhythm", spec: specs.DataSpec | None = None):
+    self.root, self.spec = os.fspath(root), spec
+    if waveform not in WAVEFORMS:
+      raise ValueError(f"muse: waveform={waveform!r}: one of {', '.join(WAVEFORMS)}")
+    self.waveform = waveform
+    self.fs = None  # read per file
+    self.leads = leads_lib.LEADS_12
+    files = [p for p in _list_files(self.root) if is_muse_file(p)]
+    if not files:
+      raise ValueError(f"muse: no MUSE XML file (a <RestingECG> document) at {self.root}")
+    base = self.root if os.path.isdir(self.root) else os.path.dirname(self.root)
+    self._paths = files
+    self._record_id = np.array([re.sub(r"\.xml$", "", os.path.relpath(p, base), flags=re.I)
+                                for p in files])
+    self._patients: np.ndarray | None = None
+
+  def __len__(self) -> int:
+    return len(self._paths)
+
+  def info(self, index: int) -> dict[str, Any]:
+    """What a record's file says beside the signal: patient id, acquisition date and time,
+    diagnosis statements, the leads derived and left out, each lead's FirstSampleBaseline."""
+    i = self._check_index(index)
+    rid, path = str(self._record_id[i]), self._paths[i]
+    root = _parse(path, rid)
+    w = read_waveform(root, path, rid, self.waveform)
+    return {**read_header(root), "fs": w["fs"], "derived_leads": list(w["derived"]),
+            "left_out_channels": list(w["left_out"]),
+            "first_sample_baseline": w["first_sample_baseline"]}
+
+  def __getitem__(self, index: int) -> sources.Record:
+    i = self._check_index(index)
+    rid, path = str(self._record_id[i]), self._paths[i]
+    root = _parse(path, rid)
+    w = read_waveform(root, path, rid, self.waveform)
+    patient = read_header(root)["patient_id"] or rid
+    return sources.make_record(w["signal"], w["fs"], self.leads, rid, patient, (), 0,
+                               lead_mask=w["lead_mask"])
+
+  def metadata(self) -> dict[str, np.ndarray]:
+    if self._patients is None:  # one parse per file, once
+      ids = []
+      for path, rid in zip(self._paths, self._record_id):
+        try:
+          ids.append(read_header(_parse(path, str(rid)))["patient_id"] or str(rid))
+        except sources.BadRecordError:
+          ids.append(str(rid))  # its record fails, counted, where it is read
+      self._patients = np.array(ids)
+    n = len(self)
+    return {"record_id": self._record_id.copy(), "patient_id": self._patients.copy(),
+            "fold": np.zeros(n, np.int64), "labels": np.zeros((n, 0), np.float32)}
+
+
+def detect(path: str) -> bool:
+  """A MUSE file, or a directory whose first few files include one."""
+  if os.path.isfile(path):
+    return is_muse_file(path)
+  if not os.path.isdir(path):
+    return False
+  return any(is_muse_file(p) for p in _list_files(path)[:5])
+
+
+@specs.register_format(
+    "muse",
+    options={"waveform": specs.Option(str, "rhythm", "rhythm (default) or median: which "
+                                      "<Waveform> to read")},
+    help="GE MUSE XML resting ECGs (<RestingECG>; 8 stored leads, the other 4 derived)",
+    detect=detect)
+def _open_muse(spec: specs.DataSpec, *, waveform: str) -> sources.Source:
+  return MuseSource(spec.path, waveform.lower(), spec)

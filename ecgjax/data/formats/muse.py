@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+import itertools
 import os
 import re
 from typing import Any
@@ -55,14 +56,15 @@ def is_muse_file(path: str) -> bool:
   return bool(re.search(r"<\s*RestingECG[\s>]", _head_text(path)))
 
 
-def _list_files(root: str) -> list[str]:
+def _iter_files(root: str):
+  """Files under root (or root itself), in sorted order, lazily."""
   if os.path.isfile(root):
-    return [root]
-  out = []
+    yield root
+    return
   for dirpath, dirnames, filenames in os.walk(root):
     dirnames.sort()
-    out += [os.path.join(dirpath, f) for f in sorted(filenames)]
-  return out
+    for f in sorted(filenames):
+      yield os.path.join(dirpath, f)
 
 
 def _text(node: ET.Element | None, path: str, default: str = "") -> str:
@@ -168,7 +170,7 @@ class MuseSource(sources.Source):
     self.waveform = waveform
     self.fs = None  # read per file
     self.leads = leads_lib.LEADS_12
-    files = [p for p in _list_files(self.root) if is_muse_file(p)]
+    files = [p for p in _iter_files(self.root) if is_muse_file(p)]
     if not files:
       raise ValueError(f"muse: no MUSE XML file (a <RestingECG> document) at {self.root}")
     base = self.root if os.path.isdir(self.root) else os.path.dirname(self.root)
@@ -220,7 +222,7 @@ def detect(path: str) -> bool:
     return is_muse_file(path)
   if not os.path.isdir(path):
     return False
-  return any(is_muse_file(p) for p in _list_files(path)[:5])
+  return any(is_muse_file(p) for p in itertools.islice(_iter_files(path), 5))
 
 
 @specs.register_format(

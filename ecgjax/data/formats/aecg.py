@@ -1,0 +1,238 @@
+"""HL7 annotated ECG, the FDA's format (`aecg:FILE_OR_DIR?waveform=rhythm|median`).
+
+PATH is one XML file or a directory searched recursively; a file is read when its root is
+`<AnnotatedECG>` in the urn:hl7-org:v3 namespace, whatever its name or text encoding. Each file
+is one record: record_id = its path relative to PATH (without .xml), patient_id = the trial
+subject's id extension (the record_id when absent), fold 0, unlabelled.
+
+What is read (SPEC section 14): a `series` (rhythm: the longest `component/series`;
+`waveform=median`: a `derivation/derivedSeries`, the representative beats) holds a sequence set
+with a time sequence (`increment` value and unit: the sample interval, so fs = 1 / increment) and
+one sequence per lead (`MDC_ECG_LEAD_I` ... `MDC_ECG_LEAD_V6`), each `SLIST_PQ` with `origin` and
+`scale` (value and unit) and space-separated `digits`: physical = origin + scale x digit, in
+uV or mV -> mV. Other sequences (derived or non-standard leads: V3R, ...) are left out and
+listed. 8 stored leads get III, aVR, aVL, aVF derived exactly.
+"""
+
+from __future__ import annotations
+
+import itertools
+import os
+import re
+from typing import Any
+import xml.etree.ElementTree as ET
+
+import numpy as np
+
+from ecgjax import leads as leads_lib
+from ecgjax.data import sources
+from ecgjax.data import specs
+
+NS = "urn:hl7-org:v3"
+WAVEFORMS = ("rhythm", "median")
+_UNITS_TO_MV = {"uv": 1e-3, "mv": 1.0, "v": 1e3}
+_TIME_TO_S = {"s": 1.0, "ms": 1e-3, "us": 1e-6}
+
+
+def _q(path: str) -> str:
+  """An ElementPath with every step in the HL7 v3 namespace."""
+  return "/".join(step if step in ("", ".", "..") or step.startswith("*")
+                  else f"{{{NS}}}{step}" for step in path.split("/"))
+
+
+def _head_text(path: str) -> str:
+  try:
+    with open(path, "rb") as f:
+      head = f.read(4096)
+  except OSError:
+    return ""
+  if head.startswith((b"\xff\xfe", b"\xfe\xff")):
+    return head.decode("utf-16", errors="ignore")
+  return head.decode("latin-1")
+
+
+def is_aecg_file(path: str) -> bool:
+  """True when the file's content starts an HL7 AnnotatedECG document."""
+  return bool(re.search(r"<\s*(\w+:)?AnnotatedECG[\s>]", _head_text(path)))
+
+
+def _iter_files(root: str):
+  if os.path.isfile(root):
+    yield root
+    return
+  for dirpath, dirnames, filenames in os.walk(root):
+    dirnames.sort()
+    for f in sorted(filenames):
+      yield os.path.join(dirpath, f)
+
+
+def _parse(path: str, rid: str) -> ET.Element:
+  try:
+    with open(path, "rb") as f:
+      root = ET.fromstring(f.read())
+  except OSError as e:
+    raise sources.BadRecordError(rid, f"{path}: cannot read: {e}") from None
+  except ET.ParseError as e:
+    raise sources.BadRecordError(rid, f"{path}: malformed XML: {e}") from None
+  if root.tag != f"{{{NS}}}AnnotatedECG":
+    raise sources.BadRecordError(rid, f"{path}: root element {root.tag}, not HL7 v3 "
+                                 "AnnotatedECG")
+  return root
+
+
+def _lead_of_code(code: str) -> str | None:
+  m = re.fullmatch(r"MDC_ECG_LEAD_(\w+)", code.strip())
+  if not m:
+    return None
+  try:
+    return leads_lib.canonical_lead(m.group(1))
+  except ValueError:
+    return None
+
+
+def _series(root: ET.Element, waveform: str, path: str, rid: str) -> ET.Element:
+  if waveform == "median":
+    found = root.findall(_q(".//derivation/derivedSeries"))
+    if not found:
+      raise sources.BadRecordError(rid, f"{path}: no derivedSeries (representative beats)")
+    return found[0]
+  found = [s for s in root.findall(_q("component/series"))]
+  if not found:
+    raise sources.BadRecordError(rid, f"{path}: no component/series (no rhythm waveform)")
+
+  def n_samples(series: ET.Element) -> int:
+    digits = series.find(_q(".//sequence/value/digits"))
+    return len((digits.text or "").split()) if digits is not None else 0
+
+  return max(found, key=n_samples)
+
+
+def _float_attr(node: ET.Element | None, attr: str = "value") -> float | None:
+  try:
+    return float(node.get(attr)) if node is not None else None
+  except (TypeError, ValueError):
+    return None
+
+
+def read_series(root: ET.Element, path: str, rid: str, waveform: str = "rhythm"
+                ) -> dict[str, Any]:
+  """{"signal" (12, n) mV in LEADS_12 order, "lead_mask", "fs", "derived", "left_out"}."""
+  series = _series(root, waveform, path, rid)
+  fs, rows, names, left_out = None, [], [], []
+  for seq in series.iter(_q("sequence")):
+    code_node = seq.find(_q("code"))
+    code = code_node.get("code", "") if code_node is not None else ""
+    value = seq.find(_q("value"))
+    if code.startswith("TIME_"):
+      inc = value.find(_q("increment")) if value is not None else None
+      step = _float_attr(inc)
+      unit = (inc.get("unit", "s") if inc is not None else "s").lower()
+      if step and step > 0 and unit in _TIME_TO_S:
+        fs = 1.0 / (step * _TIME_TO_S[unit])
+      continue
+    name = _lead_of_code(code)
+    if name is None:
+      left_out.append(code or "(no code)")
+      continue
+    if name in names:
+      raise sources.BadRecordError(rid, f"{path}: lead {name} appears twice in the series")
+    origin = value.find(_q("origin")) if value is not None else None
+    scale = value.find(_q("scale")) if value is not None else None
+    digits = value.find(_q("digits")) if value is not None else None
+    s, o = _float_attr(scale), _float_attr(origin) or 0.0
+    if s is None or digits is None:
+      raise sources.BadRecordError(rid, f"{path}: lead {name}: no scale or no digits")
+    unit = (scale.get("unit", "") or "").lower()
+    if unit not in _UNITS_TO_MV or (origin is not None and
+                                    (origin.get("unit", unit) or unit).lower() != unit):
+      raise sources.BadRecordError(rid, f"{path}: lead {name}: unit {scale.get('unit')!r} "
+                                   "(known: uV, mV, V; origin and scale alike)")
+    try:
+      counts = np.array((digits.text or "").split(), dtype=np.float64)
+    except ValueError:
+      raise sources.BadRecordError(rid, f"{path}: lead {name}: digits are not numbers") from None
+    rows.append((o + s * counts) * _UNITS_TO_MV[unit])
+    names.append(name)
+  if fs is None:
+    raise sources.BadRecordError(rid, f"{path}: no time sequence with an increment (unknown "
+                                 "sampling rate)")
+  if not rows:
+    raise sources.BadRecordError(rid, f"{path}: no standard lead in the series")
+  if len({r.size for r in rows}) > 1 or rows[0].size == 0:
+    sizes = ", ".join(f"{n} {r.size}" for n, r in zip(names, rows))
+    raise sources.BadRecordError(rid, f"{path}: leads of different or zero lengths ({sizes})")
+  signal, all_names, derived = leads_lib.derive_limb_leads(np.stack(rows), names)
+  signal, mask = leads_lib.reorder(signal.astype(np.float32), all_names, leads_lib.LEADS_12)
+  return {"signal": signal, "lead_mask": mask, "fs": float(fs), "derived": derived,
+          "left_out": tuple(left_out)}
+
+
+def _subject(root: ET.Element) -> str:
+  node = root.find(_q(".//trialSubject/id"))
+  return (node.get("extension") or node.get("root") or "") if node is not None else ""
+
+
+class AecgSource(sources.Source):
+  """HL7 aECG files, one record each, in the 12 standard leads (absent ones masked)."""
+
+  def __init__(self, root: str, waveform: str = "rhythm", spec: specs.DataSpec | None = None):
+    self.root, self.spec = os.fspath(root), spec
+    if waveform not in WAVEFORMS:
+      raise ValueError(f"aecg: waveform={waveform!r}: one of {', '.join(WAVEFORMS)}")
+    self.waveform, self.fs, self.leads = waveform, None, leads_lib.LEADS_12
+    files = [p for p in _iter_files(self.root) if is_aecg_file(p)]
+    if not files:
+      raise ValueError(f"aecg: no HL7 aECG file (an AnnotatedECG document) at {self.root}")
+    base = self.root if os.path.isdir(self.root) else os.path.dirname(self.root)
+    self._paths = files
+    self._record_id = np.array([re.sub(r"\.xml$", "", os.path.relpath(p, base), flags=re.I)
+                                for p in files])
+    self._patients: np.ndarray | None = None
+
+  def __len__(self) -> int:
+    return len(self._paths)
+
+  def info(self, index: int) -> dict[str, Any]:
+    """The subject id, the rate, and the leads derived and left out."""
+    i = self._check_index(index)
+    rid, path = str(self._record_id[i]), self._paths[i]
+    root = _parse(path, rid)
+    w = read_series(root, path, rid, self.waveform)
+    return {"patient_id": _subject(root), "fs": w["fs"], "derived_leads": list(w["derived"]),
+            "left_out_channels": list(w["left_out"])}
+
+  def __getitem__(self, index: int) -> sources.Record:
+    i = self._check_index(index)
+    rid, path = str(self._record_id[i]), self._paths[i]
+    root = _parse(path, rid)
+    w = read_series(root, path, rid, self.waveform)
+    return sources.make_record(w["signal"], w["fs"], self.leads, rid, _subject(root) or rid,
+                               (), 0, lead_mask=w["lead_mask"])
+
+  def metadata(self) -> dict[str, np.ndarray]:
+    if self._patients is None:
+      ids = []
+      for path, rid in zip(self._paths, self._record_id):
+        try:
+          ids.append(_subject(_parse(path, str(rid))) or str(rid))
+        except sources.BadRecordError:
+          ids.append(str(rid))
+      self._patients = np.array(ids)
+    n = len(self)
+    return {"record_id": self._record_id.copy(), "patient_id": self._patients.copy(),
+            "fold": np.zeros(n, np.int64), "labels": np.zeros((n, 0), np.float32)}
+
+
+def detect(path: str) -> bool:
+  """An aECG file, or a directory whose first few files include one."""
+  return any(is_aecg_file(p) for p in itertools.islice(_iter_files(path), 5))
+
+
+@specs.register_format(
+    "aecg",
+    options={"waveform": specs.Option(str, "rhythm", "rhythm (the longest series, default) "
+                                      "or median (the derived representative beats)")},
+    help="HL7 annotated ECG (FDA aECG XML: sequences with origin and scale)",
+    detect=detect)
+def _open_aecg(spec: specs.DataSpec, *, waveform: str) -> sources.Source:
+  return AecgSource(spec.path, waveform.lower(), spec)

@@ -16,8 +16,6 @@ listed. 8 stored leads get III, aVR, aVL, aVF derived exactly.
 
 from __future__ import annotations
 
-import itertools
-import os
 import re
 from typing import Any
 import xml.etree.ElementTree as ET
@@ -27,6 +25,7 @@ import numpy as np
 from ecgjax import leads as leads_lib
 from ecgjax.data import sources
 from ecgjax.data import specs
+from ecgjax.data.formats import _per_file
 
 NS = "urn:hl7-org:v3"
 WAVEFORMS = ("rhythm", "median")
@@ -40,30 +39,9 @@ def _q(path: str) -> str:
                   else f"{{{NS}}}{step}" for step in path.split("/"))
 
 
-def _head_text(path: str) -> str:
-  try:
-    with open(path, "rb") as f:
-      head = f.read(4096)
-  except OSError:
-    return ""
-  if head.startswith((b"\xff\xfe", b"\xfe\xff")):
-    return head.decode("utf-16", errors="ignore")
-  return head.decode("latin-1")
-
-
 def is_aecg_file(path: str) -> bool:
   """True when the file's content starts an HL7 AnnotatedECG document."""
-  return bool(re.search(r"<\s*(\w+:)?AnnotatedECG[\s>]", _head_text(path)))
-
-
-def _iter_files(root: str):
-  if os.path.isfile(root):
-    yield root
-    return
-  for dirpath, dirnames, filenames in os.walk(root):
-    dirnames.sort()
-    for f in sorted(filenames):
-      yield os.path.join(dirpath, f)
+  return bool(re.search(r"<\s*(\w+:)?AnnotatedECG[\s>]", _per_file.head_text(path)))
 
 
 def _parse(path: str, rid: str) -> ET.Element:
@@ -161,10 +139,7 @@ def read_series(root: ET.Element, path: str, rid: str, waveform: str = "rhythm"
   if len({r.size for r in rows}) > 1 or rows[0].size == 0:
     sizes = ", ".join(f"{n} {r.size}" for n, r in zip(names, rows))
     raise sources.BadRecordError(rid, f"{path}: leads of different or zero lengths ({sizes})")
-  signal, all_names, derived = leads_lib.derive_limb_leads(np.stack(rows), names)
-  signal, mask = leads_lib.reorder(signal.astype(np.float32), all_names, leads_lib.LEADS_12)
-  return {"signal": signal, "lead_mask": mask, "fs": float(fs), "derived": derived,
-          "left_out": tuple(left_out)}
+  return _per_file.standard_leads(rows, names, fs, left_out)
 
 
 def _subject(root: ET.Element) -> str:
@@ -172,60 +147,27 @@ def _subject(root: ET.Element) -> str:
   return (node.get("extension") or node.get("root") or "") if node is not None else ""
 
 
-class AecgSource(sources.Source):
+class AecgSource(_per_file.PerFileSource):
   """HL7 aECG files, one record each, in the 12 standard leads (absent ones masked)."""
 
-  def __init__(self, root: str, waveform: str = "rhythm", spec: specs.DataSpec | None = None):
-    self.root, self.spec = os.fspath(root), spec
-    if waveform not in WAVEFORMS:
-      raise ValueError(f"aecg: waveform={waveform!r}: one of {', '.join(WAVEFORMS)}")
-    self.waveform, self.fs, self.leads = waveform, None, leads_lib.LEADS_12
-    files = [p for p in _iter_files(self.root) if is_aecg_file(p)]
-    if not files:
-      raise ValueError(f"aecg: no HL7 aECG file (an AnnotatedECG document) at {self.root}")
-    base = self.root if os.path.isdir(self.root) else os.path.dirname(self.root)
-    self._paths = files
-    self._record_id = np.array([re.sub(r"\.xml$", "", os.path.relpath(p, base), flags=re.I)
-                                for p in files])
-    self._patients: np.ndarray | None = None
+  format_name, what = "aecg", "HL7 aECG file (an AnnotatedECG document)"
+  strip_suffix = ".xml"
+  waveforms = WAVEFORMS
+  is_format = staticmethod(is_aecg_file)
 
-  def __len__(self) -> int:
-    return len(self._paths)
 
-  def info(self, index: int) -> dict[str, Any]:
-    """The subject id, the rate, and the leads derived and left out."""
-    i = self._check_index(index)
-    rid, path = str(self._record_id[i]), self._paths[i]
+  def read_file(self, path: str, rid: str) -> tuple[dict[str, Any], str, dict[str, Any]]:
+    """(waveform, trial subject id, nothing more)."""
     root = _parse(path, rid)
-    w = read_series(root, path, rid, self.waveform)
-    return {"patient_id": _subject(root), "fs": w["fs"], "derived_leads": list(w["derived"]),
-            "left_out_channels": list(w["left_out"])}
+    return read_series(root, path, rid, self.waveform), _subject(root), {}
 
-  def __getitem__(self, index: int) -> sources.Record:
-    i = self._check_index(index)
-    rid, path = str(self._record_id[i]), self._paths[i]
-    root = _parse(path, rid)
-    w = read_series(root, path, rid, self.waveform)
-    return sources.make_record(w["signal"], w["fs"], self.leads, rid, _subject(root) or rid,
-                               (), 0, lead_mask=w["lead_mask"])
-
-  def metadata(self) -> dict[str, np.ndarray]:
-    if self._patients is None:
-      ids = []
-      for path, rid in zip(self._paths, self._record_id):
-        try:
-          ids.append(_subject(_parse(path, str(rid))) or str(rid))
-        except sources.BadRecordError:
-          ids.append(str(rid))
-      self._patients = np.array(ids)
-    n = len(self)
-    return {"record_id": self._record_id.copy(), "patient_id": self._patients.copy(),
-            "fold": np.zeros(n, np.int64), "labels": np.zeros((n, 0), np.float32)}
+  def patient_of(self, path: str, rid: str) -> str:
+    return _subject(_parse(path, rid))
 
 
 def detect(path: str) -> bool:
   """An aECG file, or a directory whose first few files include one."""
-  return any(is_aecg_file(p) for p in itertools.islice(_iter_files(path), 5))
+  return _per_file.detect_in(path, is_aecg_file)
 
 
 @specs.register_format(

@@ -17,8 +17,6 @@ listed. 8 stored leads get III, aVR, aVL, aVF derived exactly (present leads).
 
 from __future__ import annotations
 
-import itertools
-import os
 import re
 from typing import Any
 
@@ -27,6 +25,7 @@ import numpy as np
 from ecgjax import leads as leads_lib
 from ecgjax.data import sources
 from ecgjax.data import specs
+from ecgjax.data.formats import _per_file
 
 WAVEFORMS = ("rhythm", "median")
 # The lead number N of SCPECG "5.6.3-9-N" and MDC "2:N" codes.
@@ -125,10 +124,7 @@ def read_waveform(ds: Any, path: str, rid: str, waveform: str = "rhythm") -> dic
   if not rows:
     raise sources.BadRecordError(rid, f"{path}: no standard ECG lead among the channels "
                                  f"({', '.join(left_out)})")
-  signal, all_names, derived = leads_lib.derive_limb_leads(np.stack(rows), names)
-  signal, mask = leads_lib.reorder(signal.astype(np.float32), all_names, leads_lib.LEADS_12)
-  return {"signal": signal, "lead_mask": mask, "fs": fs, "derived": derived,
-          "left_out": tuple(left_out)}
+  return _per_file.standard_leads(rows, names, fs, left_out)
 
 
 def _read(path: str, rid: str) -> Any:
@@ -139,16 +135,6 @@ def _read(path: str, rid: str) -> Any:
     raise sources.BadRecordError(rid, f"missing file {path}") from None
   except Exception as e:  # pylint: disable=broad-except  (pydicom raises many types)
     raise sources.BadRecordError(rid, f"{path}: not a readable DICOM file: {e}") from None
-
-
-def _iter_files(root: str):
-  if os.path.isfile(root):
-    yield root
-    return
-  for dirpath, dirnames, filenames in os.walk(root):
-    dirnames.sort()
-    for f in sorted(filenames):
-      yield os.path.join(dirpath, f)
 
 
 def is_dicom_waveform(path: str) -> bool:
@@ -163,65 +149,32 @@ def is_dicom_waveform(path: str) -> bool:
   return "WaveformSequence" in ds
 
 
-class DicomSource(sources.Source):
+class DicomSource(_per_file.PerFileSource):
   """DICOM waveform files, one record each, in the 12 standard leads (absent ones masked)."""
 
-  def __init__(self, root: str, waveform: str = "rhythm", spec: specs.DataSpec | None = None):
-    self.root, self.spec = os.fspath(root), spec
-    if waveform not in WAVEFORMS:
-      raise ValueError(f"dicom: waveform={waveform!r}: one of {', '.join(WAVEFORMS)}")
-    self.waveform, self.fs, self.leads = waveform, None, leads_lib.LEADS_12
-    candidates = list(_iter_files(self.root))
-    files = [p for p in candidates if is_dicom_waveform(p)]
-    if not files:
-      raise ValueError(f"dicom: no DICOM waveform file (a WaveformSequence) at {self.root}")
-    base = self.root if os.path.isdir(self.root) else os.path.dirname(self.root)
-    self._paths = files
-    self._record_id = np.array([os.path.relpath(p, base) for p in files])
-    self._patients: np.ndarray | None = None
+  format_name, what = "dicom", "DICOM waveform file (a WaveformSequence)"
+  waveforms = WAVEFORMS
+  is_format = staticmethod(is_dicom_waveform)
 
-  def __len__(self) -> int:
-    return len(self._paths)
 
-  def info(self, index: int) -> dict[str, Any]:
-    """Patient id, acquisition time, the rate, and the leads derived and left out."""
-    i = self._check_index(index)
-    rid, path = str(self._record_id[i]), self._paths[i]
+  def read_file(self, path: str, rid: str) -> tuple[dict[str, Any], str, dict[str, Any]]:
+    """(waveform, PatientID, AcquisitionDateTime)."""
     ds = _read(path, rid)
     w = read_waveform(ds, path, rid, self.waveform)
-    return {"patient_id": str(getattr(ds, "PatientID", "") or ""),
-            "acquisition_datetime": str(getattr(ds, "AcquisitionDateTime", "") or ""),
-            "fs": w["fs"], "derived_leads": list(w["derived"]),
-            "left_out_channels": list(w["left_out"])}
+    return w, str(getattr(ds, "PatientID", "") or ""), {
+        "acquisition_datetime": str(getattr(ds, "AcquisitionDateTime", "") or "")}
 
-  def __getitem__(self, index: int) -> sources.Record:
-    i = self._check_index(index)
-    rid, path = str(self._record_id[i]), self._paths[i]
-    ds = _read(path, rid)
-    w = read_waveform(ds, path, rid, self.waveform)
-    patient = str(getattr(ds, "PatientID", "") or "") or rid
-    return sources.make_record(w["signal"], w["fs"], self.leads, rid, patient, (), 0,
-                               lead_mask=w["lead_mask"])
-
-  def metadata(self) -> dict[str, np.ndarray]:
-    if self._patients is None:
-      pydicom = _pydicom()
-      ids = []
-      for path, rid in zip(self._paths, self._record_id):
-        try:
-          ds = pydicom.dcmread(path, stop_before_pixels=True, specific_tags=["PatientID"])
-          ids.append(str(getattr(ds, "PatientID", "") or "") or str(rid))
-        except Exception:  # pylint: disable=broad-except  (its record fails where it is read)
-          ids.append(str(rid))
-      self._patients = np.array(ids)
-    n = len(self)
-    return {"record_id": self._record_id.copy(), "patient_id": self._patients.copy(),
-            "fold": np.zeros(n, np.int64), "labels": np.zeros((n, 0), np.float32)}
+  def patient_of(self, path: str, rid: str) -> str:
+    try:  # the one tag, not the waveform
+      ds = _pydicom().dcmread(path, stop_before_pixels=True, specific_tags=["PatientID"])
+    except Exception:  # pylint: disable=broad-except  (its record fails where it is read)
+      return ""
+    return str(getattr(ds, "PatientID", "") or "")
 
 
 def detect(path: str) -> bool:
   """A DICOM waveform file, or a directory whose first few files include one."""
-  return any(is_dicom_waveform(p) for p in itertools.islice(_iter_files(path), 5))
+  return _per_file.detect_in(path, is_dicom_waveform)
 
 
 @specs.register_format(

@@ -17,8 +17,6 @@ rate is left out and listed with its rate. 8 stored leads get III, aVR, aVL, aVF
 from __future__ import annotations
 
 import collections
-import itertools
-import os
 import re
 from typing import Any
 
@@ -27,6 +25,7 @@ import numpy as np
 from ecgjax import leads as leads_lib
 from ecgjax.data import sources
 from ecgjax.data import specs
+from ecgjax.data.formats import _per_file
 
 _UNITS_TO_MV = {"uv": 1e-3, "µv": 1e-3, "μv": 1e-3, "mv": 1.0, "v": 1e3}
 _EDF_VERSION = b"0       "
@@ -54,16 +53,6 @@ def is_edf(path: str) -> bool:
   except OSError:
     return False
   return len(head) == 256 and head[:8] == _EDF_VERSION and head[184:192].strip().isdigit()
-
-
-def _iter_files(root: str):
-  if os.path.isfile(root):
-    yield root
-    return
-  for dirpath, dirnames, filenames in os.walk(root):
-    dirnames.sort()
-    for f in sorted(filenames):
-      yield os.path.join(dirpath, f)
 
 
 def _read(path: str, rid: str) -> Any:
@@ -122,72 +111,41 @@ def read_signals(edf: Any, path: str, rid: str) -> dict[str, Any]:
   signal = np.stack(rows)
   if not np.isfinite(signal).all():
     raise sources.BadRecordError(rid, f"{path}: NaN or inf samples")
-  signal, all_names, derived = leads_lib.derive_limb_leads(signal, names)
-  signal, mask = leads_lib.reorder(signal.astype(np.float32), all_names, leads_lib.LEADS_12)
-  return {"signal": signal, "lead_mask": mask, "fs": fs, "derived": derived,
-          "left_out": tuple(left_out)}
+  return _per_file.standard_leads(signal, names, fs, left_out)
 
 
-class EdfSource(sources.Source):
+class EdfSource(_per_file.PerFileSource):
   """EDF / EDF+ files with ECG channels, one record each, in the 12 standard leads."""
 
-  def __init__(self, root: str, spec: specs.DataSpec | None = None):
-    self.root, self.spec = os.fspath(root), spec
-    self.fs, self.leads = None, leads_lib.LEADS_12
-    files = [p for p in _iter_files(self.root) if is_edf(p)]
-    if not files:
-      raise ValueError(f"edf: no EDF file at {self.root}")
-    base = self.root if os.path.isdir(self.root) else os.path.dirname(self.root)
-    self._paths = files
-    self._record_id = np.array([os.path.relpath(p, base) for p in files])
-    self._patients: np.ndarray | None = None
+  format_name, what = "edf", "EDF file"
+  is_format = staticmethod(is_edf)
 
-  def __len__(self) -> int:
-    return len(self._paths)
-
-  def info(self, index: int) -> dict[str, Any]:
-    """Patient, start date and time, the rate, derived and left-out channels, annotations."""
-    i = self._check_index(index)
-    rid, path = str(self._record_id[i]), self._paths[i]
+  def read_file(self, path: str, rid: str) -> tuple[dict[str, Any], str, dict[str, Any]]:
+    """(waveform, patient code, start date and time, annotations)."""
     edf = _read(path, rid)
     w = read_signals(edf, path, rid)
     try:
       start = f"{edf.startdate} {edf.starttime}"
     except Exception:  # pylint: disable=broad-except  (an anonymised or odd start date)
       start = ""
-    return {"patient_id": _patient(edf), "start": start, "fs": w["fs"],
-            "derived_leads": list(w["derived"]), "left_out_channels": list(w["left_out"]),
-            "annotations": [(float(a.onset), a.duration, str(a.text)) for a in edf.annotations]}
+    return w, _patient(edf), {
+        "start": start,
+        "annotations": [(float(a.onset), a.duration, str(a.text)) for a in edf.annotations]}
 
-  def __getitem__(self, index: int) -> sources.Record:
-    i = self._check_index(index)
-    rid, path = str(self._record_id[i]), self._paths[i]
-    edf = _read(path, rid)
-    w = read_signals(edf, path, rid)
-    return sources.make_record(w["signal"], w["fs"], self.leads, rid, _patient(edf) or rid, (),
-                               0, lead_mask=w["lead_mask"])
-
-  def metadata(self) -> dict[str, np.ndarray]:
-    if self._patients is None:
-      ids = []
-      for path, rid in zip(self._paths, self._record_id):
-        try:
-          ids.append(_patient(_edfio().read_edf(path, lazy_load_data=True)) or str(rid))
-        except Exception:  # pylint: disable=broad-except  (its record fails where it is read)
-          ids.append(str(rid))
-      self._patients = np.array(ids)
-    n = len(self)
-    return {"record_id": self._record_id.copy(), "patient_id": self._patients.copy(),
-            "fold": np.zeros(n, np.int64), "labels": np.zeros((n, 0), np.float32)}
+  def patient_of(self, path: str, rid: str) -> str:
+    try:  # the header, not the data records
+      return _patient(_edfio().read_edf(path, lazy_load_data=True))
+    except Exception:  # pylint: disable=broad-except  (its record fails where it is read)
+      return ""
 
 
 def detect(path: str) -> bool:
   """An EDF file, or a directory whose first few files include one."""
-  return any(is_edf(p) for p in itertools.islice(_iter_files(path), 5))
+  return _per_file.detect_in(path, is_edf)
 
 
 @specs.register_format("edf", options={},
                        help="EDF / EDF+ recordings with ECG channels (edfio reads the container)",
                        detect=detect)
 def _open_edf(spec: specs.DataSpec) -> sources.Source:
-  return EdfSource(spec.path, spec)
+  return EdfSource(spec.path, spec=spec)

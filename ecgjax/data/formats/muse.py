@@ -20,8 +20,6 @@ from __future__ import annotations
 
 import base64
 import binascii
-import itertools
-import os
 import re
 from typing import Any
 import xml.etree.ElementTree as ET
@@ -31,40 +29,16 @@ import numpy as np
 from ecgjax import leads as leads_lib
 from ecgjax.data import sources
 from ecgjax.data import specs
+from ecgjax.data.formats import _per_file
 
 WAVEFORMS = ("rhythm", "median")
 _UNITS_TO_MV = {"MICROVOLTS": 1e-3, "MICROVOLT": 1e-3, "UV": 1e-3, "MILLIVOLTS": 1.0,
                 "MILLIVOLT": 1.0, "MV": 1.0}
-_SNIFF_BYTES = 4096
-
-
-def _head_text(path: str) -> str:
-  """The first bytes of a file as text, decoded by its byte-order mark (UTF-16) or as Latin-1
-  (enough to find a root element name in any of the encodings MUSE files come in)."""
-  try:
-    with open(path, "rb") as f:
-      head = f.read(_SNIFF_BYTES)
-  except OSError:
-    return ""
-  if head.startswith((b"\xff\xfe", b"\xfe\xff")):
-    return head.decode("utf-16", errors="ignore")
-  return head.decode("latin-1")
 
 
 def is_muse_file(path: str) -> bool:
   """True when the file's content starts a MUSE RestingECG document."""
-  return bool(re.search(r"<\s*RestingECG[\s>]", _head_text(path)))
-
-
-def _iter_files(root: str):
-  """Files under root (or root itself), in sorted order, lazily."""
-  if os.path.isfile(root):
-    yield root
-    return
-  for dirpath, dirnames, filenames in os.walk(root):
-    dirnames.sort()
-    for f in sorted(filenames):
-      yield os.path.join(dirpath, f)
+  return bool(re.search(r"<\s*RestingECG[\s>]", _per_file.head_text(path)))
 
 
 def _text(node: ET.Element | None, path: str, default: str = "") -> str:
@@ -154,75 +128,33 @@ def read_waveform(root: ET.Element, path: str, rid: str, waveform: str = "rhythm
   if len({r.size for r in rows}) > 1:
     sizes = ", ".join(f"{n} {r.size}" for n, r in zip(names, rows))
     raise sources.BadRecordError(rid, f"{path}: leads of different lengths ({sizes})")
-  signal, names_all, derived = leads_lib.derive_limb_leads(np.stack(rows), names)
-  signal, mask = leads_lib.reorder(signal.astype(np.float32), names_all, leads_lib.LEADS_12)
-  return {"signal": signal, "lead_mask": mask, "fs": fs, "derived": derived,
-          "left_out": tuple(left_out), "first_sample_baseline": baselines}
+  return {**_per_file.standard_leads(rows, names, fs, left_out),
+          "first_sample_baseline": baselines}
 
 
-class MuseSource(sources.Source):
+class MuseSource(_per_file.PerFileSource):
   """MUSE XML files, one record each, in the 12 standard leads (absent ones masked)."""
 
-  def __init__(self, root: str, waveform: str = "rhythm", spec: specs.DataSpec | None = None):
-    self.root, self.spec = os.fspath(root), spec
-    if waveform not in WAVEFORMS:
-      raise ValueError(f"muse: waveform={waveform!r}: one of {', '.join(WAVEFORMS)}")
-    self.waveform = waveform
-    self.fs = None  # read per file
-    self.leads = leads_lib.LEADS_12
-    files = [p for p in _iter_files(self.root) if is_muse_file(p)]
-    if not files:
-      raise ValueError(f"muse: no MUSE XML file (a <RestingECG> document) at {self.root}")
-    base = self.root if os.path.isdir(self.root) else os.path.dirname(self.root)
-    self._paths = files
-    self._record_id = np.array([re.sub(r"\.xml$", "", os.path.relpath(p, base), flags=re.I)
-                                for p in files])
-    self._patients: np.ndarray | None = None
+  format_name, what, strip_suffix = "muse", "MUSE XML file (a <RestingECG> document)", ".xml"
+  waveforms = WAVEFORMS
+  is_format = staticmethod(is_muse_file)
 
-  def __len__(self) -> int:
-    return len(self._paths)
 
-  def info(self, index: int) -> dict[str, Any]:
-    """What a record's file says beside the signal: patient id, acquisition date and time,
-    diagnosis statements, the leads derived and left out, each lead's FirstSampleBaseline."""
-    i = self._check_index(index)
-    rid, path = str(self._record_id[i]), self._paths[i]
+  def read_file(self, path: str, rid: str) -> tuple[dict[str, Any], str, dict[str, Any]]:
+    """(waveform, patient id, acquisition date/time, statements and FirstSampleBaseline)."""
     root = _parse(path, rid)
     w = read_waveform(root, path, rid, self.waveform)
-    return {**read_header(root), "fs": w["fs"], "derived_leads": list(w["derived"]),
-            "left_out_channels": list(w["left_out"]),
-            "first_sample_baseline": w["first_sample_baseline"]}
+    header = read_header(root)
+    return w, header.pop("patient_id"), {**header,
+                                         "first_sample_baseline": w["first_sample_baseline"]}
 
-  def __getitem__(self, index: int) -> sources.Record:
-    i = self._check_index(index)
-    rid, path = str(self._record_id[i]), self._paths[i]
-    root = _parse(path, rid)
-    w = read_waveform(root, path, rid, self.waveform)
-    patient = read_header(root)["patient_id"] or rid
-    return sources.make_record(w["signal"], w["fs"], self.leads, rid, patient, (), 0,
-                               lead_mask=w["lead_mask"])
-
-  def metadata(self) -> dict[str, np.ndarray]:
-    if self._patients is None:  # one parse per file, once
-      ids = []
-      for path, rid in zip(self._paths, self._record_id):
-        try:
-          ids.append(read_header(_parse(path, str(rid)))["patient_id"] or str(rid))
-        except sources.BadRecordError:
-          ids.append(str(rid))  # its record fails, counted, where it is read
-      self._patients = np.array(ids)
-    n = len(self)
-    return {"record_id": self._record_id.copy(), "patient_id": self._patients.copy(),
-            "fold": np.zeros(n, np.int64), "labels": np.zeros((n, 0), np.float32)}
+  def patient_of(self, path: str, rid: str) -> str:
+    return read_header(_parse(path, rid))["patient_id"]
 
 
 def detect(path: str) -> bool:
   """A MUSE file, or a directory whose first few files include one."""
-  if os.path.isfile(path):
-    return is_muse_file(path)
-  if not os.path.isdir(path):
-    return False
-  return any(is_muse_file(p) for p in itertools.islice(_iter_files(path), 5))
+  return _per_file.detect_in(path, is_muse_file)
 
 
 @specs.register_format(

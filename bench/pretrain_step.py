@@ -30,6 +30,10 @@ from absl import app, flags
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
+from ecgjax.train import host_memory  # noqa: E402  (stdlib only; before JAX starts threads)
+
+host_memory.limit_arenas()  # as the programs do (ecgjax.apps)
+
 MODELS = ("st_mem", "hybrid", "ecg_fm", "net1d", "resnet1d", "resnet2d")
 _MODEL = flags.DEFINE_enum("model", "st_mem", list(MODELS), "model family")
 _VARIANT = flags.DEFINE_string("variant", "", "size variant (default: the family's published "
@@ -142,6 +146,9 @@ def run_one(model: str, variant: str, batch: int, peak: tuple[float, str]) -> di
   training = step_lib.build_training(config, objective, mesh, host_batch)
   n_params, _ = training.params
   state, train_step = training.init(), training.train_step
+  jax.block_until_ready(state)
+  host_memory.release_free_memory()  # as the loop does after initialising
+  rss_state = host_memory.rss_mib()
   dev_batch = mesh_lib.to_global(host_batch, mesh)
   flops, temp_mib = float("nan"), None
   t0 = time.perf_counter()
@@ -154,6 +161,8 @@ def run_one(model: str, variant: str, batch: int, peak: tuple[float, str]) -> di
       temp_mib = round(compiled.memory_analysis().temp_size_in_bytes / 2**20, 1)
     except Exception:  # pylint: disable=broad-except  (a backend without the analyses)
       pass
+  host_memory.release_free_memory()  # as the loop does between compiling and step 1
+  rss_compiled = host_memory.rss_mib()
   # Lowering + compiling (above) and the first call, which reuses that executable.
   state, metrics = train_step(state, dev_batch)
   jax.block_until_ready(metrics)
@@ -176,6 +185,8 @@ def run_one(model: str, variant: str, batch: int, peak: tuple[float, str]) -> di
       "peak_tflops": round(peak[0], 3), "peak_source": peak[1],
       "mfu": round(tflops / (peak[0] * jax.device_count()), 4),
       "xla_temp_mib": temp_mib,
+      "rss_after_state_mib": rss_state and round(rss_state, 1),
+      "rss_after_compile_mib": rss_compiled and round(rss_compiled, 1),
       "peak_rss_mib": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1),
       "params": n_params, "devices": jax.device_count(), "device": dev.device_kind,
       "backend": jax.default_backend(), "loss": float(metrics["loss"]),

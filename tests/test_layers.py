@@ -51,12 +51,15 @@ ALLOWED["apps"] = set(ALLOWED) | {"cli", "configs", "launch"}
 ALLOWED[""] = {"hub"}
 # ecgjax.errors (the user-mistake exception) sits under everything.
 ALLOWED["registry"] = set()
-ALLOWED = {part: allowed | ({"errors", "registry"} - {part} if part != "errors" else set())
+# ecgjax.lazy (import-on-first-use, stdlib only) sits under everything as well.
+ALLOWED["lazy"] = set()
+ALLOWED = {part: allowed | ({"errors", "registry", "lazy"} - {part}
+                            if part not in ("errors", "lazy") else set())
            for part, allowed in ALLOWED.items()}
 # The contract between data and model, and the lead table, must stay importable without the
 # heavy stacks (grain workers and the export format load them).
 LIGHT = {"leads": ("jax", "flax", "grain", "scipy"), "contract": ("jax", "flax", "grain", "numpy"),
-         "data": ("flax", "optax", "orbax"), "errors": ("absl", "jax", "numpy"),
+         "data": ("flax", "optax", "orbax"), "errors": ("absl", "jax", "numpy"), "lazy": ("jax", "numpy"),
          "cli": ("jax", "numpy", "grain")}
 
 

@@ -13,10 +13,14 @@ import fractions
 import functools
 
 import numpy as np
-from scipy import ndimage
-from scipy import signal as sp_signal
 
+from ecgjax import lazy
 from ecgjax.contract import BANDPASS_DESIGNS, BASELINE_METHODS, RESAMPLE_METHODS
+
+
+# Imported on first use (ecgjax.lazy): most processes importing ecgjax.data never filter.
+ndimage = lazy.LazyModule("scipy.ndimage")
+sp_signal = lazy.LazyModule("scipy.signal")
 
 
 def _float_like(x: np.ndarray) -> np.dtype:

@@ -13,7 +13,10 @@ from typing import Any
 import warnings
 
 import numpy as np
-from sklearn import metrics as skm
+
+from ecgjax import lazy
+
+skm = lazy.LazyModule("sklearn.metrics")  # on first use: the trainer imports this module
 
 
 class SingleClassWarning(UserWarning):

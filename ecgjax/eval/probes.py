@@ -32,12 +32,19 @@ from typing import Any
 import warnings
 
 import numpy as np
-from sklearn import exceptions as sk_exceptions
-from sklearn import linear_model, model_selection, neural_network, preprocessing
-import threadpoolctl
 
+from ecgjax import lazy
 from ecgjax.eval import metrics
 from ecgjax.errors import UserError
+
+# scikit-learn on first use (ecgjax.lazy): the trainer imports this module for its probe
+# evaluator, and most processes never fit one.
+sk_exceptions = lazy.LazyModule("sklearn.exceptions")
+linear_model = lazy.LazyModule("sklearn.linear_model")
+model_selection = lazy.LazyModule("sklearn.model_selection")
+neural_network = lazy.LazyModule("sklearn.neural_network")
+preprocessing = lazy.LazyModule("sklearn.preprocessing")
+threadpoolctl = lazy.LazyModule("threadpoolctl")
 
 # Inverse regularisation strengths tried by the inner CV: wide enough for embeddings
 # from a random-init encoder (want strong regularisation) to a converged one (want little).

@@ -6,6 +6,7 @@ float32; `dtype` is the compute dtype (e.g. bfloat16); softmax and LayerNorm sta
 float32 regardless.
 """
 
+import functools
 from typing import Any
 
 from absl import logging
@@ -47,19 +48,109 @@ def sep_padded_sincos_init(num_patches: int):
   return init
 
 
+def _ln_stats(xf: jax.Array, eps: float) -> tuple[jax.Array, jax.Array]:
+  mean = xf.mean(-1, keepdims=True)
+  var = jnp.square(xf - mean).mean(-1, keepdims=True)
+  return mean, jax.lax.rsqrt(var + eps)
+
+
+@functools.partial(jax.custom_vjp, nondiff_argnums=(3, 4))
+def _layer_norm(x: jax.Array, scale: jax.Array, bias: jax.Array, eps: float,
+                dtype: Any) -> jax.Array:
+  # The same operations in the same order as flax.linen.LayerNorm(use_fast_variance=False),
+  # so forward outputs are bit for bit those of Flax (the goldens were checked with it).
+  xf = x.astype(jnp.promote_types(x.dtype, jnp.float32))
+  mean, rstd = _ln_stats(xf, eps)
+  return ((xf - mean) * (rstd * scale) + bias).astype(dtype)
+
+
+def _layer_norm_fwd(x, scale, bias, eps, dtype):
+  xf = x.astype(jnp.promote_types(x.dtype, jnp.float32))
+  mean, rstd = _ln_stats(xf, eps)
+  y = ((xf - mean) * (rstd * scale) + bias).astype(dtype)
+  return y, (x, mean, rstd, scale)
+
+
+def _layer_norm_bwd(eps, dtype, res, g):
+  del eps, dtype
+  x, mean, rstd, scale = res
+  # Only x and the per-token statistics are kept; x_hat is recomputed here. The barrier ties
+  # the recomputation to the gradient so XLA cannot merge it with the forward's and keep the
+  # forward's (x - mean) and x_hat buffers alive, as autodiff of the formula does (two extra
+  # activation-size buffers per norm).
+  x, mean, rstd, g = jax.lax.optimization_barrier((x, mean, rstd, g))
+  xf = x.astype(mean.dtype)
+  x_hat = (xf - mean) * rstd
+  gf = g.astype(mean.dtype)
+  lead = tuple(range(x.ndim - 1))
+  d_bias = gf.sum(lead)
+  d_scale = (gf * x_hat).sum(lead)
+  dy = gf * scale
+  dx = rstd * (dy - dy.mean(-1, keepdims=True)
+               - x_hat * (dy * x_hat).mean(-1, keepdims=True))
+  return dx.astype(x.dtype), d_scale.astype(scale.dtype), d_bias.astype(scale.dtype)
+
+
+_layer_norm.defvjp(_layer_norm_fwd, _layer_norm_bwd)
+
+
+class LayerNorm(nn.Module):
+  """LayerNorm over the last axis (params `scale`, `bias` as Flax's), two-pass variance and
+  float32 statistics, with a backward pass that keeps only x, mean and 1/std."""
+  epsilon: float = LN_EPS
+  dtype: Dtype = jnp.float32
+
+  @nn.compact
+  def __call__(self, x: jax.Array) -> jax.Array:
+    features = x.shape[-1]
+    scale = self.param("scale", nn.initializers.ones, (features,), jnp.float32)
+    bias = self.param("bias", nn.initializers.zeros, (features,), jnp.float32)
+    return _layer_norm(x, scale, bias, float(self.epsilon), jnp.dtype(self.dtype))
+
+
 def layer_norm(name: str | None = None, *, epsilon: float = LN_EPS,
-               dtype: Dtype = jnp.float32) -> nn.LayerNorm:
+               dtype: Dtype = jnp.float32) -> LayerNorm:
   """LayerNorm with torch's eps and two-pass (mean-subtracted) variance, stats in float32."""
   # Two-pass variance: raw ECG patches can carry a large offset relative to their spread, where
   # E[x^2] - E[x]^2 cancels catastrophically; it also tracks torch's numbers more closely.
-  return nn.LayerNorm(epsilon=epsilon, use_fast_variance=False, dtype=dtype,
-                      param_dtype=jnp.float32, name=name)
+  return LayerNorm(epsilon=epsilon, dtype=dtype, name=name)
 
 
 def dense(features: int, name: str | None = None, *, dtype: Dtype = jnp.float32) -> nn.Dense:
   """Dense with xavier-uniform kernel, zero bias and float32 params."""
   return nn.Dense(features, kernel_init=dense_kernel_init, bias_init=nn.initializers.zeros,
                   dtype=dtype, param_dtype=jnp.float32, name=name)
+
+
+_SQRT_HALF = 0.7071067811865476
+_INV_SQRT_2PI = 0.3989422804014327
+
+
+@jax.custom_vjp
+def gelu(x: jax.Array) -> jax.Array:
+  """Exact (erf) GELU, x * Phi(x), whose backward pass keeps only x."""
+  return nn.gelu(x, approximate=False)
+
+
+def _gelu_fwd(x):
+  return gelu(x), x
+
+
+def _gelu_bwd(x, g):
+  # d/dx x*Phi(x) = Phi(x) + x*phi(x), recomputed from x in the backward fusion. Autodiff of
+  # the forward formula instead keeps erf and exp intermediates of every MLP hidden layer
+  # alive until the backward pass: two extra hidden-size buffers per block (~240 MiB at
+  # ST-MEM B/75 batch 8), which is most of what separated our step's memory from torch's.
+  # The barrier ties x to the incoming gradient: without it XLA merges this erfc with the
+  # forward's (CSE) and keeps the forward's intermediates alive after all.
+  x, g = jax.lax.optimization_barrier((x, g))
+  xf = x.astype(jnp.float32)
+  cdf = 0.5 * jax.lax.erfc(-xf * _SQRT_HALF)
+  pdf = _INV_SQRT_2PI * jnp.exp(-0.5 * xf * xf)
+  return ((g.astype(jnp.float32) * (cdf + xf * pdf)).astype(g.dtype),)
+
+
+gelu.defvjp(_gelu_fwd, _gelu_bwd)
 
 
 class Mlp(nn.Module):
@@ -72,7 +163,7 @@ class Mlp(nn.Module):
   def __call__(self, x: jax.Array) -> jax.Array:
     out_dim = self.out_dim or x.shape[-1]
     x = dense(self.hidden_dim, "fc1", dtype=self.dtype)(x)
-    x = nn.gelu(x, approximate=False)  # the references use erf GELU, Flax defaults to tanh
+    x = gelu(x)  # the references use erf GELU, Flax defaults to tanh
     return dense(out_dim, "fc2", dtype=self.dtype)(x)
 
 
@@ -132,12 +223,46 @@ def attention_implementation(dtype: Any, head_dim: int, platform: str | None = N
   return impl
 
 
+@jax.custom_vjp
+def _xla_attention(q: jax.Array, k: jax.Array, v: jax.Array) -> jax.Array:
+  return jax.nn.dot_product_attention(q, k, v, scale=1.0, implementation="xla")
+
+
+def _xla_attention_fwd(q, k, v):
+  return _xla_attention(q, k, v), (q, k, v)
+
+
+def _xla_attention_bwd(res, g):
+  # Keeps q, k, v and recomputes the attention weights from them, as fused kernels do:
+  # autodiff of XLA's attention keeps logits, weights and their normaliser alive for every
+  # layer (three (batch, heads, T, T) buffers). Recomputing q k^T costs under 1% of a ViT
+  # block's FLOPs at ECG token counts.
+  q, k, v, g = jax.lax.optimization_barrier((*res, g))
+  f32 = jnp.float32
+  logits = jnp.einsum("btnh,bsnh->bnts", q, k, preferred_element_type=f32)
+  probs = jax.nn.softmax(logits, axis=-1)
+  gf = g.astype(f32)
+  dv = jnp.einsum("bnts,btnh->bsnh", probs, gf)
+  dp = jnp.einsum("btnh,bsnh->bnts", gf, v.astype(f32))
+  ds = probs * (dp - (dp * probs).sum(-1, keepdims=True))
+  dq = jnp.einsum("bnts,bsnh->btnh", ds, k.astype(f32))
+  dk = jnp.einsum("bnts,btnh->bsnh", ds, q.astype(f32))
+  return dq.astype(q.dtype), dk.astype(k.dtype), dv.astype(v.dtype)
+
+
+_xla_attention.defvjp(_xla_attention_fwd, _xla_attention_bwd)
+
+
 def attend(q: jax.Array, k: jax.Array, v: jax.Array) -> jax.Array:
   """softmax(q k^T) v over (batch, tokens, heads, head_dim) with q already scaled (as the
-  reference models scale it), through jax.nn.dot_product_attention: XLA's attention, or
-  cuDNN's fused kernel on a GPU when it fits. Softmax runs in float32 either way."""
+  reference models scale it), through jax.nn.dot_product_attention: XLA's attention (with a
+  backward pass that recomputes the weights instead of storing them), or cuDNN's fused
+  kernel on a GPU when it fits. Softmax runs in float32 either way."""
   impl = attention_implementation(q.dtype, q.shape[-1])
+  if impl == "xla":
+    return _xla_attention(q, k, v)
   return jax.nn.dot_product_attention(q, k, v, scale=1.0, implementation=impl)
+
 
 
 def attention_weights(q: jax.Array, k: jax.Array) -> jax.Array:

@@ -34,6 +34,7 @@ from ecgjax import objectives as objectives_lib
 from ecgjax.errors import ConfigError
 from ecgjax.train import checkpoint as ckpt_lib
 from ecgjax.train import hooks as hooks_lib
+from ecgjax.train import host_memory
 from ecgjax.train import mesh as mesh_lib
 from ecgjax.train import metrics as metrics_lib
 from ecgjax.train import preemption as preemption_lib
@@ -142,8 +143,18 @@ def run(loop: Loop, state: dict[str, Any], start: int, *,
   lr_at = jax.jit(training.schedule)
   t_compile = time.perf_counter()
   try:
+    first = None
+    if step < total:
+      first = next(batches)
+      # Compiled ahead of the first step so that the compiler's freed memory goes back to
+      # the OS before the step maps its buffers: the whole-process peak then holds one of
+      # the two, not both (host_memory). The call below reuses this executable.
+      if hasattr(training.train_step, "lower"):
+        training.train_step.lower(state, first).compile()
+      host_memory.release_free_memory()
     while step < total:
-      state, metrics = training.train_step(state, next(batches))
+      batch, first = (first, None) if first is not None else (next(batches), None)
+      state, metrics = training.train_step(state, batch)
       step += 1
       if step == start + 1:
         jax.block_until_ready(metrics)
@@ -326,6 +337,7 @@ def train(config: ml_collections.ConfigDict, workdir: str, *,
       state = checkpointer.restore(
           start, ckpt_lib.abstract_like(training.abstract_state, training.shardings),
           data_iter)
+    host_memory.release_free_memory()  # what initialising or restoring left in the heap
     loop = Loop(name="pretraining", workdir=workdir, mesh=mesh, training=training,
                 data_iter=data_iter, data_name=config.data, checkpointer=checkpointer,
                 total_steps=config.total_steps, log_every_steps=config.log_every_steps,

@@ -227,3 +227,29 @@ def test_no_philips_file_is_one_error(tmp_path):
   (tmp_path / "x.xml").write_text("<RestingECG/>")
   with pytest.raises(ValueError, match="philips"):
     data.open_source(f"philips:{tmp_path}")
+
+
+def test_prepare_and_inspect_count_the_good(tmp_path):
+  from ecgjax.data import inspect as inspect_lib  # pylint: disable=g-import-not-at-top
+  from ecgjax.data import prepare as prepare_lib  # pylint: disable=g-import-not-at-top
+  rng = np.random.default_rng(5)
+  n = 1000
+  raw = tmp_path / "raw"
+  raw.mkdir()
+  for name in ("a", "b"):
+    true, res = _leads_and_residuals(rng, n)
+    payload = b"".join(xli_chunk({**true, **res}[k]) for k in LEADS)
+    (raw / f"{name}.xml").write_text(_doc(_parsed(payload, LEADS, n), patient=f"P-{name}"),
+                                     "utf-8")
+  (raw / "c.xml").write_text(_doc("<parsedwaveforms/>"), "utf-8")  # no data: a bad record
+  summary = inspect_lib.inspect_source(f"philips:{raw}", workers=0, progress=False)
+  assert summary["records"] == 2 and summary["bad_count"] == 1
+  assert "c.xml" in summary["bad"][0]["reason"]
+  pp = data.Preprocessing(fs=250.0, samples=500, bandpass=(0.67, 40.0))
+  meta = prepare_lib.prepare(f"philips:{raw}", str(tmp_path / "prep"), pp, workers=0,
+                             progress=False)
+  src = data.open_source(f"prepared:{tmp_path / 'prep'}")
+  assert len(src) == 2 and meta["counts"]["bad"] == 1
+  assert "c.xml" in meta["bad_records"][0]["reason"]
+  assert sorted(src[i]["patient_id"] for i in range(2)) == ["P-a", "P-b"]
+  assert src[0]["signal"].shape == (12, 500)

@@ -144,10 +144,10 @@ def _undiff(d: np.ndarray, order: int) -> np.ndarray:
   if order == 1:
     return np.cumsum(x)
   if order == 2 and x.size > 2:
-    out = x.copy()
-    for i in range(2, x.size):  # x[n] = d[n] + 2 x[n-1] - x[n-2]
-      out[i] = x[i] + 2 * out[i - 1] - out[i - 2]
-    return out
+    # x[n] = d[n] + 2 x[n-1] - x[n-2] with x[0], x[1] stored as they are: the first
+    # differences are a running sum of d from x[1] - x[0] on, x a running sum of those.
+    steps = np.cumsum(np.concatenate([[x[1] - x[0]], x[2:]]))
+    return np.concatenate([[x[0]], x[0] + np.cumsum(steps)])
   return x
 
 

@@ -108,6 +108,21 @@ def test_bad_files_are_bad_records(tmp_path):
     data.open_source(f"dicom:{tmp_path}?waveform=median")[0]
 
 
+def test_unlabelled_groups_the_short_one_is_the_median(tmp_path):
+  # As a GE MV360 export stores them: a 10 s rhythm and a 600-sample beat, neither labelled.
+  rng = np.random.default_rng(2)
+  rhythm, beat = rng.integers(-900, 900, (5000, 8)), rng.integers(-900, 900, (600, 8))
+  _write(tmp_path / "ge.dcm", [_group(rhythm, 500, "", sens=1.0, corr=1.0, base=0.0),
+                               _group(beat, 500, "", sens=1.0, corr=1.0, base=0.0)])
+  assert data.open_source(f"dicom:{tmp_path}")[0]["signal"].shape == (12, 5000)
+  med = data.open_source(f"dicom:{tmp_path}?waveform=median")[0]
+  assert med["signal"].shape == (12, 600)
+  np.testing.assert_allclose(med["signal"][1], beat[:, 1] * 1e-3, rtol=1e-6)  # 1 uV per count
+  _write(tmp_path / "ge.dcm", [_group(rhythm, 500, "", sens=1.0, corr=1.0, base=0.0)])
+  with pytest.raises(sources.BadRecordError, match="no median multiplex group"):
+    data.open_source(f"dicom:{tmp_path}?waveform=median")[0]  # one group: no beat to pick
+
+
 def test_a_dicom_file_without_a_waveform_is_refused(tmp_path):
   meta = FileMetaDataset()
   meta.MediaStorageSOPClassUID = "1.2.840.10008.5.1.4.1.1.7"

@@ -163,9 +163,11 @@ def _prepare_chunk(chunk: tuple[int, int, int]) -> dict[str, Any]:
         bad.append(_bad_entry(i, e))
         continue
       f.write(y.tobytes())
+      derived = (sources_lib.reorder_flags(rec["derived_mask"], rec["leads"], pp.leads)
+                 if "derived_mask" in rec else np.zeros(len(pp.leads), np.float32))
       good.append((rec["record_id"], rec.get("patient_id", rec["record_id"]),
                    int(rec.get("fold", 0)), i, offset, y.shape[1],
-                   (mask != 0).astype(np.uint8), labels))
+                   (mask != 0).astype(np.uint8), labels, (derived != 0).astype(np.uint8)))
       offset += y.shape[1]
     f.seek(0)
     f.write(_npy_header(dtype, offset * len(pp.leads)))
@@ -229,7 +231,7 @@ def _write_index(tmp: str, shards: list[dict[str, Any]], n_leads: int | None,
   else:
     index = np.zeros(len(rows), fmt.index_dtype(n_leads, width(0), width(1)))
     for j, (r, s) in enumerate(rows):
-      index[j] = (r[0], r[1], r[2], r[3], s, r[4], r[5], r[6])
+      index[j] = (r[0], r[1], r[2], r[3], s, r[4], r[5], r[6], r[8])
   np.save(os.path.join(tmp, fmt.INDEX_FILE), index)
   if n_labels:
     labels = np.stack([r[7] for r, _ in rows]).astype(np.float32)

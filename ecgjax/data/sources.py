@@ -56,8 +56,13 @@ def make_record(
     labels: np.ndarray | Sequence[float] = (),
     fold: int = 0,
     lead_mask: np.ndarray | None = None,
+    derived_mask: np.ndarray | None = None,
 ) -> Record:
-  """Builds a record dict with the contract's dtypes (signal/labels float32)."""
+  """Builds a record dict with the contract's dtypes (signal/labels float32).
+
+  `derived_mask` (optional, per lead): 1 where the file did not store the lead and the reader
+  computed it from others (III, aVR, aVL, aVF of an 8-lead export), 0 where it was recorded.
+  """
   rec = {
       "signal": np.asarray(signal, dtype=np.float32),
       "fs": float(fs),
@@ -69,7 +74,16 @@ def make_record(
   }
   if lead_mask is not None:
     rec["lead_mask"] = np.asarray(lead_mask, dtype=np.float32)
+  if derived_mask is not None:
+    rec["derived_mask"] = np.asarray(derived_mask, dtype=np.float32)
   return rec
+
+
+def reorder_flags(flags: np.ndarray, names: Sequence[str], leads: Sequence[str]) -> np.ndarray:
+  """A per-lead 0/1 vector (a lead or derived mask) moved from `names` order to `leads`
+  order, 0 for a lead `names` lacks."""
+  moved, present = leads_lib.reorder(np.asarray(flags, np.float32)[:, None], names, leads)
+  return (moved[:, 0] * present).astype(np.float32)
 
 
 def id_text(value: str) -> str:
@@ -145,6 +159,8 @@ class LeadSelectedSource(Source):
           np.asarray(rec["lead_mask"], np.float32)[:, None], rec["leads"],
           self.leads)
       mask = mask * old[:, 0]
+    if "derived_mask" in rec:
+      rec["derived_mask"] = reorder_flags(rec["derived_mask"], rec["leads"], self.leads)
     rec.update(signal=signal, leads=self.leads, lead_mask=mask)
     return rec
 

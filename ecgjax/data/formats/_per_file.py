@@ -125,8 +125,9 @@ class PerFileSource(sources.Source):
   def __getitem__(self, index: int) -> sources.Record:
     rid, path = self._entry(index)
     w, patient, _ = self.read_file(path, rid)
+    derived = np.array([name in w["derived"] for name in self.leads], np.float32)
     return sources.make_record(w["signal"], w["fs"], self.leads, rid, patient or rid, (), 0,
-                               lead_mask=w["lead_mask"])
+                               lead_mask=w["lead_mask"], derived_mask=derived)
 
   def metadata(self) -> dict[str, np.ndarray]:
     if self._patients is None:  # one read per file, once

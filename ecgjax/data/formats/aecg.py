@@ -79,10 +79,22 @@ def _series(root: ET.Element, waveform: str, path: str, rid: str) -> ET.Element:
     raise sources.BadRecordError(rid, f"{path}: no component/series (no rhythm waveform)")
 
   def n_samples(series: ET.Element) -> int:
-    digits = series.find(_q(".//sequence/value/digits"))
-    return len((digits.text or "").split()) if digits is not None else 0
+    digits = [s.find(_q("value/digits")) for s in _own_sequences(series)]
+    return max((len(d.text.split()) for d in digits if d is not None and d.text), default=0)
 
   return max(found, key=n_samples)
+
+
+def _own_sequences(series: ET.Element) -> list[ET.Element]:
+  """The sequences of the series' own sequence set (the one with the most sequences).
+
+  Only the direct `component/sequenceSet` children count: real files (the HL7 ballot sample
+  among them) nest the representative beats inside the rhythm series as
+  `derivation/derivedSeries`, whose sequences must not be read as more rhythm leads.
+  """
+  sets = series.findall(_q("component/sequenceSet"))
+  per_set = [s.findall(_q("component/sequence")) for s in sets]
+  return max(per_set, key=len, default=[])
 
 
 def _float_attr(node: ET.Element | None, attr: str = "value") -> float | None:
@@ -97,7 +109,7 @@ def read_series(root: ET.Element, path: str, rid: str, waveform: str = "rhythm"
   """{"signal" (12, n) mV in LEADS_12 order, "lead_mask", "fs", "derived", "left_out"}."""
   series = _series(root, waveform, path, rid)
   fs, rows, names, left_out = None, [], [], []
-  for seq in series.iter(_q("sequence")):
+  for seq in _own_sequences(series):
     code_node = seq.find(_q("code"))
     code = code_node.get("code", "") if code_node is not None else ""
     value = seq.find(_q("value"))

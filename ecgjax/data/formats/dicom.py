@@ -57,6 +57,9 @@ def _lead_name(channel: Any) -> str | None:
     return None
 
 
+_MAX_BEAT_S = 2.0  # an unlabelled group this short, beside a longer one, is a median beat
+
+
 def _group_seconds(group: Any) -> float:
   fs = float(getattr(group, "SamplingFrequency", 0) or 0)
   return int(getattr(group, "NumberOfWaveformSamples", 0) or 0) / fs if fs > 0 else 0.0
@@ -72,6 +75,12 @@ def _pick_group(ds: Any, waveform: str, path: str, rid: str) -> Any:
     label = str(getattr(g, "MultiplexGroupLabel", "") or "").lower()
     if "median" in label or "representative" in label:
       return g
+  # Some devices (a GE MV360 export, seen) leave the groups unlabelled: a group of at most
+  # _MAX_BEAT_S seconds beside a longer one is the representative beat.
+  unlabelled = [g for g in groups if not str(getattr(g, "MultiplexGroupLabel", "") or "")]
+  beats = [g for g in unlabelled if 0 < _group_seconds(g) <= _MAX_BEAT_S]
+  if beats and len(groups) > 1 and max(map(_group_seconds, groups)) > _MAX_BEAT_S:
+    return min(beats, key=_group_seconds)
   labels = [str(getattr(g, "MultiplexGroupLabel", "") or "(unlabelled)") for g in groups]
   raise sources.BadRecordError(rid, f"{path}: no median multiplex group (groups: "
                                f"{', '.join(labels)})")

@@ -6,7 +6,8 @@ Layout of DIR (written by `ecgjax.data.prepare`, atomically):
                     source spec, counts, label names, sample dtype, shard list,
                     and every bad record skipped with its reason
   index.npy         one structured row per record: record_id, patient_id,
-                    fold, source_index, shard, start, length, lead_mask (u1)
+                    fold, source_index, shard, start, length, lead_mask (u1),
+                    derived_mask (u1: leads the reader computed from others)
   labels.npy        float32 (N, n_labels), multi-hot (absent when unlabelled)
   shard-00000.npy   a flat 1-D sample array (float16 by default); record i of
   shard-00001.npy   the shard is the C-order (leads, length) block at element
@@ -87,6 +88,9 @@ def index_dtype(n_leads: int, id_chars: int, patient_chars: int) -> np.dtype:
       ("start", "i8"),  # In samples per lead: element offset = start * n_leads.
       ("length", "i8"),  # Samples per lead.
       ("lead_mask", "u1", (n_leads,)),
+      # 1 where the source derived the lead (an 8-lead export's III, aVR, aVL, aVF);
+      # directories prepared before this column existed read as all 0.
+      ("derived_mask", "u1", (n_leads,)),
   ])
 
 
@@ -223,9 +227,11 @@ class PreparedSource(sharded.ShardedSource):
     index = self._check_index(index)
     row = self._rows()[index]
     x, mask = self.signal(index)
+    derived = (row["derived_mask"] if "derived_mask" in row.dtype.names
+               else np.zeros(len(self.leads), np.uint8))
     rec = sources.make_record(
         x, self.fs, self.leads, str(row["record_id"]), str(row["patient_id"]),
-        self._label_rows()[index], int(row["fold"]), lead_mask=mask)
+        self._label_rows()[index], int(row["fold"]), lead_mask=mask, derived_mask=derived)
     rec["prepared"] = self.prepared
     return rec
 

@@ -194,6 +194,11 @@ def test_derived_leads_are_flagged_through_prepare_and_lead_selection(tmp_path):
   picked = sources.LeadSelectedSource(data.open_source(f"muse:{raw}?waveform=median"),
                                       ("aVL", "I", "V1"))[0]
   assert list(picked["derived_mask"]) == [1.0, 0.0, 0.0]
+  from ecgjax.data import inspect as inspect_lib  # pylint: disable=g-import-not-at-top
+  summary = inspect_lib.inspect_source(f"muse:{raw}?waveform=median", workers=0,
+                                       progress=False)
+  assert summary["derived_leads"] == {"III,aVR,aVL,aVF": 1}
+  assert "derived from the stored leads" in inspect_lib.format_summary(summary)
 
 
 def test_a_directory_prepared_before_the_derived_column_still_reads(tmp_path):

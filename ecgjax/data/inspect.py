@@ -78,12 +78,20 @@ def _present_leads(rec: sources_lib.Record, rows: int) -> str:
   return ",".join(names) or "none (every lead masked)"
 
 
+def _derived_leads(rec: sources_lib.Record) -> str:
+  """The leads the reader computed from others (`derived_mask` 1), "" when none."""
+  mask, names = rec.get("derived_mask"), rec.get("leads")
+  if mask is None or names is None:
+    return ""
+  return ",".join(n for n, m in zip(names, np.asarray(mask).reshape(-1)) if m > 0)
+
+
 def _inspect_chunk(chunk: tuple[int, int, int]) -> dict[str, Any]:
   """Per-record facts of one chunk (runs in a worker process)."""
   _, start, stop = chunk
   source = prepare_lib.worker_source()
   n_labels = len(source.label_names)
-  out = {"fs": [], "samples": [], "leads": [], "amplitude": [], "labels": [],
+  out = {"fs": [], "samples": [], "leads": [], "derived": [], "amplitude": [], "labels": [],
          "bad": [], "image_sizes": []}
   for i in range(start, stop):
     try:
@@ -107,6 +115,7 @@ def _inspect_chunk(chunk: tuple[int, int, int]) -> dict[str, Any]:
     out["fs"].append(float(rec["fs"]))
     out["samples"].append(x.shape[1])
     out["leads"].append(_present_leads(rec, x.shape[0]))
+    out["derived"].append(_derived_leads(rec))
     out["amplitude"].append(float(np.abs(x).max()))
     out["labels"].append(np.asarray(rec.get("labels", ()), np.float32).reshape(-1))
   return out
@@ -148,6 +157,9 @@ def inspect_source(spec: prepare_lib.SourceArg, *, workers: int | None = None,
       "durations_s": _stats(samples / fs if len(fs) else samples),
       "samples": _stats(samples, 0),
       "leads": dict(collections.Counter(merged["leads"]).most_common()),
+      # Records whose file did not store some leads (8-lead exports): which were computed.
+      "derived_leads": dict(collections.Counter(d for d in merged["derived"] if d)
+                            .most_common()),
       "labels": {name: int((labels[:, j] > 0).sum()) for j, name in enumerate(names)},
       # Largest |sample| per record, in the source's units (mV expected): a
       # median of hundreds means uV or raw ADC counts.
@@ -182,6 +194,8 @@ def format_summary(summary: dict[str, Any], max_bad: int = 50) -> str:
                  f"{a['median']:g}, max {a['max']:g}")
   if s["leads"]:
     table("leads (lead set: records)", s["leads"])
+  if s.get("derived_leads"):
+    table("derived from the stored leads (lead set: records)", s["derived_leads"])
   if s.get("image_sizes"):
     table("image sizes (width x height: records)", s["image_sizes"])
     lines.append(f"unlabelled images: {s['unlabelled']}")

@@ -114,6 +114,14 @@ def reorder(
   return out, mask
 
 
+def reorder_flags(flags: np.ndarray, from_leads: Sequence[str], to_leads: Sequence[str]
+                  ) -> np.ndarray:
+  """A per-lead 0/1 vector (a lead mask, a derived mask) moved like `reorder` moves rows:
+  float32 in `to_leads` order, 0 for a lead `from_leads` lacks."""
+  moved, present = reorder(np.asarray(flags, np.float32)[:, None], from_leads, to_leads)
+  return moved[:, 0] * present
+
+
 # The four limb leads that follow from I and II (Einthoven: III = II - I; Goldberger's augmented
 # leads: aVR = -(I + II) / 2, aVL = I - II / 2, aVF = II - I / 2), as (coefficient of I, of II).
 DERIVED_LIMB: dict[str, tuple[float, float]] = {

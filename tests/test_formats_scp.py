@@ -297,3 +297,14 @@ def test_a_long_recording_past_32767_samples_per_lead(tmp_path):
   rec = data.open_source(f"scp:{tmp_path}")[0]
   assert rec["signal"].shape == (12, 40000)
   np.testing.assert_allclose(rec["signal"][1], -x * 5e-3, atol=1e-6)
+
+
+def test_a_left_out_lead_is_stepped_over_undecoded(tmp_path):
+  # V3R's bytes are not a valid stream (empty), but it is left out: the record still reads.
+  x = np.arange(60) % 7
+  enc = lambda v: b"" if (v == 7777).all() else huffman_default(v)
+  (tmp_path / "v3r.scp").write_bytes(scp_file(
+      {"I": x, "V3R": np.full(60, 7777)}, diff=0, huffman=enc))
+  src = data.open_source(f"scp:{tmp_path}")
+  np.testing.assert_allclose(src[0]["signal"][0], x * 5e-3, atol=1e-7)
+  assert src.info(0)["left_out_channels"] == ["V3R"]

@@ -26,6 +26,7 @@ import numpy as np
 import tqdm
 
 from ecgjax import errors
+from ecgjax import leads as leads_lib
 from ecgjax.data import images
 from ecgjax.data import sources as sources_lib
 from ecgjax.data import specs
@@ -163,7 +164,7 @@ def _prepare_chunk(chunk: tuple[int, int, int]) -> dict[str, Any]:
         bad.append(_bad_entry(i, e))
         continue
       f.write(y.tobytes())
-      derived = (sources_lib.reorder_flags(rec["derived_mask"], rec["leads"], pp.leads)
+      derived = (leads_lib.reorder_flags(rec["derived_mask"], rec["leads"], pp.leads)
                  if "derived_mask" in rec else np.zeros(len(pp.leads), np.float32))
       good.append((rec["record_id"], rec.get("patient_id", rec["record_id"]),
                    int(rec.get("fold", 0)), i, offset, y.shape[1],

@@ -79,13 +79,6 @@ def make_record(
   return rec
 
 
-def reorder_flags(flags: np.ndarray, names: Sequence[str], leads: Sequence[str]) -> np.ndarray:
-  """A per-lead 0/1 vector (a lead or derived mask) moved from `names` order to `leads`
-  order, 0 for a lead `names` lacks."""
-  moved, present = leads_lib.reorder(np.asarray(flags, np.float32)[:, None], names, leads)
-  return (moved[:, 0] * present).astype(np.float32)
-
-
 def id_text(value: str) -> str:
   """An id as text: "15709.0" -> "15709" (CSV writers such as pandas store integer ids as floats)."""
   value = value.strip()
@@ -155,12 +148,10 @@ class LeadSelectedSource(Source):
     except ValueError as e:
       raise BadRecordError(rec.get("record_id", index), str(e)) from None
     if "lead_mask" in rec:
-      old, _ = leads_lib.reorder(
-          np.asarray(rec["lead_mask"], np.float32)[:, None], rec["leads"],
-          self.leads)
-      mask = mask * old[:, 0]
+      mask = leads_lib.reorder_flags(rec["lead_mask"], rec["leads"], self.leads)
     if "derived_mask" in rec:
-      rec["derived_mask"] = reorder_flags(rec["derived_mask"], rec["leads"], self.leads)
+      rec["derived_mask"] = leads_lib.reorder_flags(rec["derived_mask"], rec["leads"],
+                                                    self.leads)
     rec.update(signal=signal, leads=self.leads, lead_mask=mask)
     return rec
 

@@ -144,9 +144,7 @@ class Preprocessing(contract_lib.InputContract):
     except ValueError as e:
       raise BadRecordError(rid, str(e)) from None
     if record.get("lead_mask") is not None:
-      old, _ = leads_lib.reorder(
-          np.asarray(record["lead_mask"], np.float32)[:, None], names, self.leads)
-      mask = mask * old[:, 0]
+      mask = leads_lib.reorder_flags(record["lead_mask"], names, self.leads)
     if self.head_s is not None:
       x = x[..., :max(int(round(self.head_s * fs)), 1)]
     if abs(fs - self.fs) > 1e-6 * self.fs:

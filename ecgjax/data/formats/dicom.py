@@ -71,17 +71,16 @@ def _pick_group(ds: Any, waveform: str, path: str, rid: str) -> Any:
     raise sources.BadRecordError(rid, f"{path}: no WaveformSequence (not a DICOM waveform)")
   if waveform == "rhythm":
     return max(groups, key=_group_seconds)
+  label = lambda g: str(getattr(g, "MultiplexGroupLabel", "") or "")
   for g in groups:
-    label = str(getattr(g, "MultiplexGroupLabel", "") or "").lower()
-    if "median" in label or "representative" in label:
+    if "median" in label(g).lower() or "representative" in label(g).lower():
       return g
   # Some devices (a GE MV360 export, seen) leave the groups unlabelled: a group of at most
   # _MAX_BEAT_S seconds beside a longer one is the representative beat.
-  unlabelled = [g for g in groups if not str(getattr(g, "MultiplexGroupLabel", "") or "")]
-  beats = [g for g in unlabelled if 0 < _group_seconds(g) <= _MAX_BEAT_S]
+  beats = [g for g in groups if not label(g) and 0 < _group_seconds(g) <= _MAX_BEAT_S]
   if beats and len(groups) > 1 and max(map(_group_seconds, groups)) > _MAX_BEAT_S:
     return min(beats, key=_group_seconds)
-  labels = [str(getattr(g, "MultiplexGroupLabel", "") or "(unlabelled)") for g in groups]
+  labels = [label(g) or "(unlabelled)" for g in groups]
   raise sources.BadRecordError(rid, f"{path}: no median multiplex group (groups: "
                                f"{', '.join(labels)})")
 

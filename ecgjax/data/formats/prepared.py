@@ -193,9 +193,8 @@ def prepare_record(preprocessing: transforms.Preprocessing,
   mask = np.asarray(record.get("lead_mask", np.ones(n, np.float32)), np.float32)
   names = tuple(record["leads"])
   if names != preprocessing.leads:
-    x, present = leads_lib.reorder(x, names, preprocessing.leads)
-    old, _ = leads_lib.reorder(mask[:, None], names, preprocessing.leads)
-    mask = present * old[:, 0]
+    x, _ = leads_lib.reorder(x, names, preprocessing.leads)
+    mask = leads_lib.reorder_flags(mask, names, preprocessing.leads)
   return x, mask
 
 

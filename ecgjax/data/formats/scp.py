@@ -241,11 +241,13 @@ def _lead_name(code: int) -> str:
 
 
 def _decode_leads(sec: bytes, sid: int, counts: list[int], tables: Any, path: str, rid: str,
-                  names: list[str]) -> tuple[list[np.ndarray], int, int]:
+                  names: list[str], wanted: list[bool]
+                  ) -> tuple[list[np.ndarray | None], int, int]:
   """Section 5 or 6: (per-lead counts with differences undone, nV per count, us per sample).
 
   `tables` is "plain" (no section 2: little-endian int16), None (the default Huffman table)
-  or the file's own tables; `counts` the samples each lead must give.
+  or the file's own tables; `counts` the samples each lead must give. Leads not `wanted` (those
+  left out) are stepped over undecoded: None in their place.
   """
   if len(sec) < 22 + 2 * len(names):
     raise sources.BadRecordError(rid, f"{path}: section {sid} is too short for its header")
@@ -258,12 +260,15 @@ def _decode_leads(sec: bytes, sid: int, counts: list[int], tables: Any, path: st
                                  f"or sample interval {interval} us is zero")
   lengths = struct.unpack_from(f"<{len(names)}H", sec, 22)
   pos, rows = 22 + 2 * len(names), []
-  for name, size, n in zip(names, lengths, counts):
+  for name, size, n, want in zip(names, lengths, counts, wanted):
     chunk = sec[pos:pos + size]
     pos += size
     if len(chunk) < size:
       raise sources.BadRecordError(rid, f"{path}: section {sid}: lead {name}: {size} bytes "
                                    f"announced, {len(chunk)} in the section")
+    if not want:
+      rows.append(None)
+      continue
     if tables == "plain":
       if size < 2 * n:
         raise sources.BadRecordError(rid, f"{path}: section {sid}: lead {name}: {size} bytes "
@@ -300,6 +305,7 @@ def read_waveform(sections: dict[int, bytes], path: str, rid: str, waveform: str
   n_leads, flags = sec3[16], sec3[17]
   leads = [struct.unpack_from("<IIB", sec3, 18 + 9 * k) for k in range(n_leads)]
   names = [_lead_name(code) for _, _, code in leads]
+  wanted = [code in LEAD_CODES for _, _, code in leads]
   tables: Any = "plain"
   if 2 in sections:
     tables = read_huffman_tables(sections[2], path, rid)
@@ -321,7 +327,7 @@ def read_waveform(sections: dict[int, bytes], path: str, rid: str, waveform: str
     if n_beat <= 0:
       raise sources.BadRecordError(rid, f"{path}: reference beat of {length_ms} ms at "
                                    f"{interval5} us per sample holds no sample")
-    beat = _decode_leads(sections[5], 5, [n_beat] * n_leads, tables, path, rid, names)
+    beat = _decode_leads(sections[5], 5, [n_beat] * n_leads, tables, path, rid, names, wanted)
   if waveform == "median":
     rows, avm, interval = beat
   else:
@@ -332,11 +338,12 @@ def read_waveform(sections: dict[int, bytes], path: str, rid: str, waveform: str
            if n <= 0]
     if bad:
       raise sources.BadRecordError(rid, f"{path}: leads with no samples ({', '.join(bad)})")
-    rows, avm, interval = _decode_leads(sections[6], 6, counts, tables, path, rid, names)
+    rows, avm, interval = _decode_leads(sections[6], 6, counts, tables, path, rid, names,
+                                        wanted)
     if subtracted:
       rows = _add_reference_beats(rows, leads, beat, avm, fiducial, zones)
-  keep = [(name, r) for (_, _, code), name, r in zip(leads, names, rows) if code in LEAD_CODES]
-  left_out = [name for (_, _, code), name in zip(leads, names) if code not in LEAD_CODES]
+  keep = [(name, r) for name, r, want in zip(names, rows, wanted) if want]
+  left_out = [name for name, want in zip(names, wanted) if not want]
   if not keep:
     raise sources.BadRecordError(rid, f"{path}: no standard lead in section 3")
   size = min(r.size for _, r in keep)
@@ -344,15 +351,18 @@ def read_waveform(sections: dict[int, bytes], path: str, rid: str, waveform: str
                                   [n for n, _ in keep], 1e6 / interval, left_out)  # nV -> mV
 
 
-def _add_reference_beats(rows: list[np.ndarray], leads: list[tuple[int, ...]], beat: tuple,
-                         avm: int, fiducial: int, zones: list[tuple[int, ...]]
-                         ) -> list[np.ndarray]:
+def _add_reference_beats(rows: list[np.ndarray | None], leads: list[tuple[int, ...]],
+                         beat: tuple, avm: int, fiducial: int, zones: list[tuple[int, ...]]
+                         ) -> list[np.ndarray | None]:
   """The residual plus reference beat 0 over every type-0 QRS's subtraction zone, the beat's
   fiducial on the QRS's (sample numbers from 1, as ECG Toolkit reads them), in section 6's
   counts (the beat rescaled when section 5 has another multiplier)."""
   beats, avm5, _ = beat  # its sample interval is section 6's (read_waveform checks)
   out = []
   for (first, _, _), residual, ref in zip(leads, rows, beats):
+    if residual is None:  # a left-out lead, not decoded
+      out.append(None)
+      continue
     x = residual.astype(np.float64)
     ref = ref.astype(np.float64) * (avm5 / avm)
     for kind, start, fc, end in zones:

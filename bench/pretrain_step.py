@@ -13,8 +13,10 @@ shape, so the number is the step alone (the input pipeline has its own benchmark
 
 FLOPs per step are XLA's cost analysis of the compiled step; TFLOP/s = FLOPs / median step; MFU
 = TFLOP/s / the device's peak at the compute dtype: a table of published dense peaks for the
-common GPUs and TPUs, and on a CPU a float32 matmul's rate measured once in this process (MFU
-against what this machine's matmul reaches, not a datasheet). The last line of each run is one
+common GPUs and TPUs, and on a CPU a matmul's rate measured once in this process at the run's
+dtype (float32, or bfloat16 summed in float32 as layers.Dense runs it: on a CPU with a bf16
+matrix unit, AMX, that rate is several times the float32 one); MFU against what this
+machine's matmul reaches, not a datasheet. The last line of each run is one
 JSON object (`--sweep`: one per batch size) with samples_per_s, peak_rss_mib (whole-process
 ru_maxrss), flops_per_step, tflops_per_s, mfu and device.
 """
@@ -66,6 +68,9 @@ def device_peak(jax, dtype: str) -> tuple[float, str]:
   """(peak TFLOP/s of one device at `dtype`, where the number comes from)."""
   dev = jax.devices()[0]
   if dev.platform == "cpu":
+    if dtype == "bfloat16":  # as layers.Dense runs it: bf16 inputs, products summed in fp32
+      return (cpu_matmul_peak(jax, dtype=dtype),
+              "measured: bfloat16 2048^3 matmul summed in float32 on this CPU")
     return cpu_matmul_peak(jax), "measured: float32 2048^3 matmul on this CPU"
   for name, (bf16, fp32) in PEAKS.items():
     if name.lower() in dev.device_kind.lower():
@@ -73,11 +78,11 @@ def device_peak(jax, dtype: str) -> tuple[float, str]:
   return float("nan"), f"unknown device kind {dev.device_kind!r}: no peak, no MFU"
 
 
-def cpu_matmul_peak(jax, n: int = 2048) -> float:
-  """TFLOP/s of a jitted float32 n^3 matmul (best of 5), this CPU's practical peak."""
+def cpu_matmul_peak(jax, n: int = 2048, dtype: str = "float32") -> float:
+  """TFLOP/s of a jitted n^3 matmul (best of 5), this CPU's practical peak at `dtype`."""
   import jax.numpy as jnp  # pylint: disable=g-import-not-at-top
-  a = jnp.ones((n, n), jnp.float32)
-  f = jax.jit(lambda a: a @ a)
+  a = jnp.ones((n, n), dtype)
+  f = jax.jit(lambda a: jnp.dot(a, a, preferred_element_type=jnp.float32))
   f(a).block_until_ready()
   best = float("inf")
   for _ in range(5):
@@ -176,6 +181,8 @@ def run_one(model: str, variant: str, batch: int, peak: tuple[float, str]) -> di
   med = statistics.median(times)
   tflops = flops / med / 1e12
   dev = jax.devices()[0]
+  stats = dev.memory_stats() or {}  # None on a CPU; on a GPU the allocator's peak so far
+  peak_dev = stats.get("peak_bytes_in_use")
   return {
       "model": model, "variant": variant, "batch": batch, "dtype": config.dtype,
       "param_sharding": config.param_sharding, "remat": config.remat,
@@ -188,6 +195,7 @@ def run_one(model: str, variant: str, batch: int, peak: tuple[float, str]) -> di
       "rss_after_state_mib": rss_state and round(rss_state, 1),
       "rss_after_compile_mib": rss_compiled and round(rss_compiled, 1),
       "peak_rss_mib": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1),
+      "peak_device_mib": peak_dev and round(peak_dev / 2**20, 1),
       "params": n_params, "devices": jax.device_count(), "device": dev.device_kind,
       "backend": jax.default_backend(), "loss": float(metrics["loss"]),
   }

@@ -67,9 +67,8 @@ def _scale_bwd(scale, _, g):
 scale_grad.defvjp(_scale_fwd, _scale_bwd)
 
 
-def _dense(features: int, name: str, dtype: Dtype, init=bert_init) -> nn.Dense:
-  return nn.Dense(features, kernel_init=init, bias_init=nn.initializers.zeros, dtype=dtype,
-                  param_dtype=jnp.float32, name=name)
+def _dense(features: int, name: str, dtype: Dtype, init=bert_init) -> layers.Dense:
+  return layers.Dense(features, dtype=dtype, kernel_init=init, name=name)
 
 
 def weight_norm(v: jax.Array, g: jax.Array) -> jax.Array:

@@ -15,12 +15,17 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from ecgjax.models import linear
+
 Dtype = Any
 
 # torch.nn.LayerNorm's default; Flax defaults to 1e-6, which shifts outputs of near-flat inputs.
 LN_EPS = 1e-5
 
-dense_kernel_init = nn.initializers.xavier_uniform()
+dense_kernel_init = linear.dense_kernel_init
+Dense = linear.Dense
+GroupedConv1D = linear.GroupedConv1D
+grouped_conv_kernel_grad = linear.grouped_conv_kernel_grad
 embedding_init = nn.initializers.normal(stddev=0.02)
 
 
@@ -114,82 +119,6 @@ def layer_norm(name: str | None = None, *, epsilon: float = LN_EPS,
   # Two-pass variance: raw ECG patches can carry a large offset relative to their spread, where
   # E[x^2] - E[x]^2 cancels catastrophically; it also tracks torch's numbers more closely.
   return LayerNorm(epsilon=epsilon, dtype=dtype, name=name)
-
-
-_LOW_PRECISION = (jnp.dtype(jnp.bfloat16), jnp.dtype(jnp.float16))
-
-
-def _dot_f32(a: jax.Array, b: jax.Array, dims: tuple) -> jax.Array:
-  return jax.lax.dot_general(a, b, (dims, ((), ())), preferred_element_type=jnp.float32)
-
-
-def _low_dot(a: jax.Array, b: jax.Array, dims: tuple) -> jax.Array:
-  """A low-precision dot with a low-precision result: summed in float32 explicitly on a CPU
-  (the only way XLA:CPU puts it on the matrix unit), left to the backend elsewhere (GPUs and
-  TPUs sum bf16 products in float32 inside the kernel; a float32 result would only double
-  the bytes written)."""
-  return jax.lax.platform_dependent(
-      a, b, cpu=lambda a, b: _dot_f32(a, b, dims).astype(a.dtype),
-      default=lambda a, b: jax.lax.dot_general(a, b, (dims, ((), ()))))
-
-
-@functools.partial(jax.custom_vjp, nondiff_argnums=(3,))
-def dense_f32_acc(x: jax.Array, kernel: jax.Array, bias: jax.Array, dtype: Any) -> jax.Array:
-  """x (..., k) @ kernel (k, n) + bias in the low-precision `dtype`, products summed in float32.
-
-  Why not nn.Dense in bfloat16: on XLA:CPU a bfloat16 dot whose result type is bfloat16 runs
-  on the generic path (0.26 TFLOP/s on an AMX Xeon, below its float32 rate), while asked for
-  a float32 result it runs on the matrix unit (1.4-1.6 TFLOP/s); autodiff's transposed dots
-  would drop that request, so the backward pass asks for it again (_low_dot). The bias and
-  its gradient stay float32 (a bfloat16 sum over tokens becomes XLA's slow tree reduction),
-  and the float32 kernel gets a float32 gradient (no bfloat16 rounding of it).
-  """
-  return _dense_fwd(x, kernel, bias, dtype)[0]
-
-
-def _dense_fwd(x, kernel, bias, dtype):
-  low = kernel.astype(dtype)
-  xl = x.astype(dtype)
-  y = jax.lax.platform_dependent(
-      xl, low, bias,
-      cpu=lambda x, k, b: (_dot_f32(x, k, ((x.ndim - 1,), (0,))) + b).astype(dtype),
-      default=lambda x, k, b: jax.lax.dot_general(x, k, (((x.ndim - 1,), (0,)), ((), ())))
-      + b.astype(dtype))
-  return y, (x, low)
-
-
-def _dense_bwd(dtype, res, g):
-  # The low-precision kernel is kept rather than cast again: a second cast of every kernel
-  # per step costs more time (~0.1 s at B/75 on a 2-core CPU) than its memory is worth.
-  x, low = res
-  g = g.astype(dtype)
-  dx = _low_dot(g, low, ((g.ndim - 1,), (1,))).astype(x.dtype)
-  lead = tuple(range(x.ndim - 1))
-  d_kernel = _dot_f32(x.astype(dtype), g, (lead, lead))
-  d_bias = g.astype(jnp.float32).sum(lead)
-  return dx, d_kernel, d_bias
-
-
-dense_f32_acc.defvjp(_dense_fwd, _dense_bwd)
-
-
-class Dense(nn.Module):
-  """nn.Dense's parameters (`kernel` (in, out), `bias`, float32) and, in float32, its exact
-  operations; in bfloat16/float16 the product is summed in float32 (dense_f32_acc)."""
-  features: int
-  dtype: Dtype = jnp.float32
-  kernel_init: Any = dense_kernel_init
-  bias_init: Any = nn.initializers.zeros
-
-  @nn.compact
-  def __call__(self, x: jax.Array) -> jax.Array:
-    kernel = self.param("kernel", self.kernel_init, (x.shape[-1], self.features), jnp.float32)
-    bias = self.param("bias", self.bias_init, (self.features,), jnp.float32)
-    if jnp.dtype(self.dtype) in _LOW_PRECISION:
-      return dense_f32_acc(x, kernel, bias, jnp.dtype(self.dtype))
-    x, kernel, bias = nn.dtypes.promote_dtype(x, kernel, bias, dtype=self.dtype)
-    y = jax.lax.dot_general(x, kernel, (((x.ndim - 1,), (0,)), ((), ())))
-    return y + jnp.reshape(bias, (1,) * (y.ndim - 1) + (-1,))
 
 
 def dense(features: int, name: str | None = None, *, dtype: Dtype = jnp.float32) -> Dense:

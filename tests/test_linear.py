@@ -1,5 +1,7 @@
-"""layers.Dense: nn.Dense's parameters and float32 arithmetic bit for bit; in bfloat16 the
-products are summed in float32 forward and backward (the AMX path on XLA:CPU)."""
+"""models.linear: Dense and GroupedConv1D have nn.Dense's / nn.Conv's parameters and float32
+forward bit for bit; in bfloat16 Dense sums products in float32 forward and backward (the AMX
+path on XLA:CPU), and the grouped convolution's kernel gradient is computed tap by tap on a
+CPU; gradients equal autodiff's."""
 
 import re
 
@@ -95,3 +97,41 @@ def test_gpu_lowering_keeps_low_precision_results():
   hlo = jax.export.export(step, platforms=["cuda"])(params, x).mlir_module()
   dots = sorted(re.findall(r"stablehlo\.dot_general.*?-> tensor<([^>]*)>", hlo))
   assert dots == ["2x7x24xbf16", "2x7x48xbf16", "48x24xf32"], dots
+
+
+@pytest.mark.parametrize("groups, stride, kernel, length", [(1, 1, 3, 20), (4, 2, 16, 41),
+                                                             (8, 1, 16, 30), (16, 2, 5, 33),
+                                                             (16, 3, 7, 29)])
+def test_grouped_conv_is_nn_conv_and_its_gradients(groups, stride, kernel, length):
+  x = jax.random.normal(jax.random.PRNGKey(0), (2, length, 32))
+  pad = (kernel // 2 - 1 + kernel % 2, kernel // 2)
+  ref = nn.Conv(48, (kernel,), strides=(stride,), padding=[pad], feature_group_count=groups,
+                bias_init=nn.initializers.normal(1.0))
+  ours = layers.GroupedConv1D(48, kernel, stride, pad, groups)
+  params = ref.init(jax.random.PRNGKey(1), x)
+  assert jax.tree.map(jnp.shape, ours.init(jax.random.PRNGKey(1), x)) == \
+      jax.tree.map(jnp.shape, params)
+  y = ours.apply(params, x)
+  np.testing.assert_array_equal(y, ref.apply(params, x))
+  w = jax.random.normal(jax.random.PRNGKey(2), y.shape)
+  g_ref = jax.grad(lambda p, x: jnp.sum(ref.apply(p, x) * w), (0, 1))(params, x)
+  grad = jax.jit(jax.grad(lambda p, x: jnp.sum(ours.apply(p, x) * w), (0, 1)))
+  # the kernel gradient by taps (a scan) from 8 groups up, XLA's own below
+  assert ("stablehlo.while" in grad.lower(params, x).as_text()) == (groups >= 8)
+  g = grad(params, x)
+  for a, b in zip(jax.tree.leaves(g), jax.tree.leaves(g_ref)):
+    np.testing.assert_allclose(a, b, rtol=2e-5, atol=2e-5 * float(jnp.abs(b).max()))
+  # bf16 compute: float32 kernel gradient, near float32 autodiff's
+  low = layers.GroupedConv1D(48, kernel, stride, pad, groups, dtype=jnp.bfloat16)
+  gk = jax.jit(jax.grad(lambda p: jnp.sum(low.apply(p, x).astype(jnp.float32) * w)))(params)
+  assert gk["params"]["kernel"].dtype == jnp.float32
+  ref_k = g_ref[0]["params"]["kernel"]
+  assert float(jnp.abs(gk["params"]["kernel"] - ref_k).max() / jnp.abs(ref_k).max()) < 3e-2
+
+
+def test_kernel_gradient_by_taps_by_hand():
+  # one group, one channel in and out, kernel 2, stride 2: dW[k] = sum_t x[2t + k] g[t]
+  x = jnp.arange(1.0, 7.0).reshape(1, 6, 1)
+  g = jnp.asarray([1.0, 10.0, 100.0]).reshape(1, 3, 1)
+  dw = layers.grouped_conv_kernel_grad(x, g, 2, 2, (0, 0), 1)
+  np.testing.assert_array_equal(dw.reshape(2), [1 + 30 + 500, 2 + 40 + 600])

@@ -17,14 +17,15 @@ OUT=${OUT:-$(mktemp -d)}
 mkdir -p "$OUT"
 PY=${PYTHON:-python3}
 export PYTHONUNBUFFERED=1
-if compgen -G ".whl/*.whl" > /dev/null; then
+WHEELS=${WHEELS:-.whl}  # bench/gpu_wheels.sh's folder (Python 3.12 wheels)
+if compgen -G "$WHEELS/*.whl" > /dev/null; then
   "$PY" -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade \
-    --target /tmp/site .whl/*.whl || { echo "wheel install failed" | tee "$OUT/summary.txt"; exit 1; }
+    --target /tmp/site "$WHEELS"/*.whl || { echo "wheel install failed" | tee "$OUT/summary.txt"; exit 1; }
   export PYTHONPATH=/tmp/site${PYTHONPATH:+:$PYTHONPATH}
 fi
 
 if [ -n "${GPU_SESSION_SMOKE:-}" ]; then
-  ST="--variant mu --sweep 2,4 --steps 1"; FM="--variant mu --sweep 2 --steps 1"
+  ST="--variant mu --sweep 2 --steps 1"; FM="--variant mu --sweep 2 --steps 1"
   TB="2"; TV="--variant mu --steps 1"; DT="--data synthetic:64 --workers 0,1 --batch 8 --batches 2"
   LIM=120
 else

@@ -48,9 +48,10 @@ stage() {  # stage NAME SECONDS CMD...: runs CMD with a limit, logs to $OUT/NAME
 
 stage st_mem "$LIM" "$PY" bench/pretrain_step.py --model st_mem --dtype bfloat16 $ST
 stage ecg_fm "$LIM" "$PY" bench/pretrain_step.py --model ecg_fm --dtype bfloat16 $FM
+TDEV=$("$PY" -c 'import torch; print("cuda" if torch.cuda.is_available() else "cpu")')
 for b in $TB; do
-  stage "torch_st_mem_$b" 60 "$PY" bench/torch_st_mem_step.py --device "$( "$PY" -c \
-    'import torch; print("cuda" if torch.cuda.is_available() else "cpu")')" --amp --batch "$b" $TV
+  stage "torch_st_mem_$b" 60 "$PY" bench/torch_st_mem_step.py --device "$TDEV" --amp \
+    --batch "$b" $TV
 done
 if [ -n "${ST_MEM_OFFICIAL:-}" ]; then
   stage torch_official 60 "$PY" bench/torch_st_mem_step.py --official "$ST_MEM_OFFICIAL" \

@@ -119,18 +119,29 @@ def test_trainer_imports_no_scipy_signal_nor_sklearn():
   assert out.stdout.strip() == "[]", out.stdout + out.stderr
 
 
-@pytest.mark.parametrize("b, t, d, groups, kernel", [(2, 40, 64, 4, 16), (2, 33, 48, 4, 7),
-                                                      (3, 20, 32, 1, 5)])
+def _oiw_conv(x, w, pad, groups):
+  """ECG-FM's positional convolution as written before: torch's (out, in/groups, taps)
+  kernel, XLA's autodiff."""
+  return jax.lax.conv_general_dilated(x, w, (1,), [(pad, pad)], feature_group_count=groups,
+                                      dimension_numbers=("NWC", "OIW", "NWC"))
+
+
+def _conv_pos(x, w, pad, groups, dtype):
+  """As ecg_fm.ConvPositional computes it now: the kernel as WIO into layers.grouped_conv1d."""
+  return layers.grouped_conv1d(x, w.transpose(2, 1, 0), 1, (pad, pad), groups, jnp.dtype(dtype))
+
+
+@pytest.mark.parametrize("b, t, d, groups, kernel", [(2, 40, 64, 4, 16), (2, 40, 64, 16, 16),
+                                                      (2, 33, 48, 8, 7), (3, 20, 32, 1, 5)])
 def test_positional_conv_backward_equals_autodiff(b, t, d, groups, kernel):
   """ECG-FM's positional convolution: same forward bit for bit, gradients to rounding, with
-  the kernel gradient computed tap by tap on a CPU (ecg_fm.grouped_conv_pos)."""
-  from ecgjax.models import ecg_fm
+  the kernel gradient computed tap by tap on a CPU from 8 groups up (layers.grouped_conv1d)."""
   rng = np.random.default_rng(0)
   x = jnp.asarray(rng.normal(size=(b, t, d)), jnp.float32)
   w = jnp.asarray(rng.normal(size=(d, d // groups, kernel)) * 0.1, jnp.float32)
   pad = kernel // 2
-  ref = lambda x, w: ecg_fm._grouped_conv(x, w, pad, groups)
-  ours = lambda x, w: ecg_fm.grouped_conv_pos(x, w, pad, groups, jnp.dtype(jnp.float32))
+  ref = lambda x, w: _oiw_conv(x, w, pad, groups)
+  ours = lambda x, w: _conv_pos(x, w, pad, groups, jnp.float32)
   np.testing.assert_array_equal(ours(x, w), ref(x, w))
   wt = jnp.asarray(rng.normal(size=ref(x, w).shape), jnp.float32)
   g_ref = jax.grad(lambda x, w: jnp.sum(ref(x, w) * wt), (0, 1))(x, w)
@@ -138,17 +149,15 @@ def test_positional_conv_backward_equals_autodiff(b, t, d, groups, kernel):
   for a, r in zip(g, g_ref):
     assert _rel(a, r) < 2e-6
   # bfloat16 compute: the float32 kernel gets a float32 gradient near float32 autodiff's
-  gb = jax.jit(jax.grad(lambda w: jnp.sum(ecg_fm.grouped_conv_pos(
-      x, w, pad, groups, jnp.dtype(jnp.bfloat16)).astype(jnp.float32) * wt)))(w)
+  gb = jax.jit(jax.grad(lambda w: jnp.sum(_conv_pos(
+      x, w, pad, groups, jnp.bfloat16).astype(jnp.float32) * wt)))(w)
   assert gb.dtype == jnp.float32 and _rel(gb, g_ref[1]) < 2e-2
 
 
 def test_positional_conv_kernel_gradient_by_taps_only_on_cpu():
-  from ecgjax.models import ecg_fm
   x = jnp.ones((2, 24, 32))
-  w = jnp.ones((32, 8, 8)) * 0.1
-  grad = jax.jit(jax.grad(lambda w: jnp.sum(ecg_fm.grouped_conv_pos(
-      x, w, 4, 4, jnp.dtype(jnp.float32)) ** 2)))
+  w = jnp.ones((32, 4, 8)) * 0.1  # 8 groups
+  grad = jax.jit(jax.grad(lambda w: jnp.sum(_conv_pos(x, w, 4, 8, jnp.float32) ** 2)))
   assert "stablehlo.while" in grad.lower(w).as_text()  # the per-tap scan
   gpu = jax.export.export(grad, platforms=["cuda"])(w).mlir_module()
   assert "stablehlo.while" not in gpu and gpu.count("stablehlo.convolution") >= 2

@@ -99,50 +99,6 @@ class FeatureExtractor(nn.Module):
     return x
 
 
-_POS_DN = ("NWC", "OIW", "NWC")
-
-
-def _grouped_conv(x: jax.Array, w: jax.Array, pad: int, groups: int) -> jax.Array:
-  return jax.lax.conv_general_dilated(x, w, window_strides=(1,), padding=[(pad, pad)],
-                                      dimension_numbers=_POS_DN, feature_group_count=groups)
-
-
-@partial(jax.custom_vjp, nondiff_argnums=(2, 3, 4))
-def grouped_conv_pos(x: jax.Array, w: jax.Array, pad: int, groups: int, dtype: Any) -> jax.Array:
-  """The positional convolution (x (B, T, D), float32 w (D, D/groups, K)) computed in `dtype`,
-  with a backward pass whose kernel gradient XLA:CPU does not get wrong.
-
-  Why: XLA:CPU lowers the kernel gradient of this grouped, 128-tap convolution to a
-  base-dilated convolution that took 5.3-5.6 s of ECG-FM base's 10.7 s bf16 train step
-  (batch 8, 2-core Xeon); one batched matmul per tap (layers.grouped_conv_kernel_grad) takes
-  0.2-0.45 s.
-  Other backends keep autodiff's kernel gradient (cuDNN's grouped weight-gradient kernel).
-  The forward pass and the input gradient are XLA's convolutions as before; the kernel
-  gradient comes back float32 (w's dtype), summed in float32.
-  """
-  return _grouped_conv(x.astype(dtype), w.astype(dtype), pad, groups)
-
-
-def _conv_pos_fwd(x, w, pad, groups, dtype):
-  return grouped_conv_pos(x, w, pad, groups, dtype), (x, w)
-
-
-def _conv_pos_bwd(pad, groups, dtype, res, g):
-  x, w = res
-  xl, wl, g = x.astype(dtype), w.astype(dtype), g.astype(dtype)
-  dx = jax.vjp(lambda x: _grouped_conv(x, wl, pad, groups), xl)[1](g)[0].astype(x.dtype)
-  kernel = w.shape[-1]
-  dw = jax.lax.platform_dependent(
-      xl, g, cpu=lambda x, g: layers.grouped_conv_kernel_grad(  # WIO -> this OIW kernel
-          x, g, kernel, 1, (pad, pad), groups).transpose(2, 1, 0),
-      default=lambda x, g: jax.vjp(lambda w: _grouped_conv(x, w, pad, groups), wl)[1](g)[0]
-      .astype(jnp.float32))
-  return dx, dw.astype(w.dtype)
-
-
-grouped_conv_pos.defvjp(_conv_pos_fwd, _conv_pos_bwd)
-
-
 class ConvPositional(nn.Module):
   """Grouped Conv1d with weight norm (per-tap g), 'same' padding minus the last step, GELU."""
   kernel: int = 128
@@ -159,8 +115,12 @@ class ConvPositional(nn.Module):
     g = self.param("g", lambda _, shape: jnp.sqrt(
         jnp.sum(jnp.square(v), axis=(0, 1), keepdims=True)).reshape(shape), (1, 1, self.kernel))
     bias = self.param("bias", nn.initializers.zeros, (d,))
-    y = grouped_conv_pos(x, weight_norm(v, g), self.kernel // 2, self.groups,
-                         jnp.dtype(self.dtype))
+    pad = self.kernel // 2
+    # torch's (out, in/groups, taps) kernel as WIO; the forward is the same convolution bit for
+    # bit, and layers.grouped_conv1d computes its kernel gradient tap by tap on a CPU (XLA:CPU's
+    # own took 5.3-5.6 s of ECG-FM base's 10.7 s bf16 step at batch 8).
+    y = layers.grouped_conv1d(x, weight_norm(v, g).transpose(2, 1, 0), 1, (pad, pad),
+                              self.groups, jnp.dtype(self.dtype))
     if self.kernel % 2 == 0:  # even kernel with k/2 padding yields T + 1 steps: drop the last
       y = y[:, :-1]
     return nn.gelu(y + bias.astype(self.dtype), approximate=False)

@@ -25,6 +25,7 @@ LN_EPS = 1e-5
 dense_kernel_init = linear.dense_kernel_init
 Dense = linear.Dense
 GroupedConv1D = linear.GroupedConv1D
+grouped_conv1d = linear.grouped_conv1d
 grouped_conv_kernel_grad = linear.grouped_conv_kernel_grad
 embedding_init = nn.initializers.normal(stddev=0.02)
 
